@@ -1,0 +1,568 @@
+r"""Stability: certified contraction bounds, projections, measured contraction.
+
+A recurrent model :math:`h_t = \phi_w(h_{t-1}, x_t)` is *stable* when
+:math:`\phi_w` is a :math:`\lambda`-contraction in the state for some
+:math:`\lambda < 1` (Miller & Hardt, "Stable Recurrent Models", ICLR 2019,
+Definition 1). Three tools per cell:
+
+* :func:`lipschitz_bound` -- a certified upper bound on :math:`\lambda` from
+  the parameters alone (in the cell's state norm, ``cell.state_norm``);
+* :func:`project` -- the Euclidean projection onto a set of parameters whose
+  certified bound is at most ``lam`` (apply after every optimiser update:
+  projected gradient descent, as in the paper). :func:`project_updates` is the
+  same as an optax transformation;
+* :func:`empirical_contraction` -- the largest :math:`\|\partial h_t/\partial
+  h_{t-1}\|` met along real input trajectories (data-dependent stability).
+
+Norms: the RNN and LRU use the Euclidean norm on the state (spectral norm of
+the Jacobian); the LSTM and GRU use the infinity norm (for the LSTM on the
+pair :math:`s=(c,h)`, :math:`\|s\| = \max(\|c\|_\infty, \|h\|_\infty)`).
+Weights are stored in the ``x @ W`` layout, so the operator acting on the
+state is ``W.T`` and its induced infinity-norm is the largest *column* l1 sum
+of ``W``. (The authors' PyTorch code normalised the l1 norm of the columns of
+``weight_hh``, which acts as ``W h``: that bounds the induced 1-norm, the wrong
+one for this condition.)
+
+The LSTM and GRU conditions hold on the reachable set: states started from
+zero (so :math:`\|h\|_\infty \le 1`) and inputs with
+:math:`\|x\|_\infty \le` ``input_bound``. Deeper layers see the previous
+layer's ``h`` as input, so ``input_bound=1`` is right for them; a first layer
+needs its inputs clipped (the paper clips embeddings to [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from seqbench.cells import GRU, LRU, LSTM, RNN, Cell
+
+Array = jax.Array
+
+# Relative slack in "already inside the set" tests, so that projecting twice
+# returns exactly the same parameters despite float round-off.
+_INSIDE_SLACK = 16 * float(jnp.finfo(jnp.float32).eps)
+
+
+def _check_lam(lam) -> float:
+  lam = float(lam)
+  if not (lam > 0.0 and math.isfinite(lam)):
+    raise ValueError(f"lam must be a positive finite number, got {lam!r}")
+  return lam
+
+
+def _check_input_bound(input_bound) -> float:
+  b = float(input_bound)
+  if not (b >= 0.0 and math.isfinite(b)):
+    raise ValueError(
+        f"input_bound must be a finite number >= 0 (a bound on ||x||_inf), got {input_bound!r}")
+  return b
+
+
+def _logit(p: float) -> float:
+  return math.log(p) - math.log1p(-p)
+
+
+def _col_l1(w: Array) -> Array:
+  """l1 norm of each column: the rows of the operator ``w.T``."""
+  return jnp.sum(jnp.abs(w), axis=0)
+
+
+def _op_inf_norm(w: Array) -> Array:
+  """Induced infinity-norm of the operator ``h -> w.T @ h``."""
+  return jnp.max(_col_l1(w))
+
+
+def project_l1_columns(w: Array, radius) -> Array:
+  r"""Project every column of ``w`` onto the l1 ball of ``radius``.
+
+  The Euclidean projection onto :math:`\{\|w^\top\|_\infty \le r\}` decomposes
+  into these independent column projections (Duchi et al., ICML 2008, Fig. 1:
+  sort, find the threshold :math:`\theta`, soft-threshold). Columns already
+  inside the ball are returned unchanged, bit for bit.
+  """
+  radius = jnp.asarray(radius, w.dtype)
+  mag = jnp.abs(w)
+  norms = jnp.sum(mag, axis=0)
+  srt = -jnp.sort(-mag, axis=0)  # descending
+  csum = jnp.cumsum(srt, axis=0)
+  idx = jnp.arange(1, w.shape[0] + 1, dtype=w.dtype)[:, None]
+  cond = srt - (csum - radius) / idx > 0
+  rho = jnp.sum(cond, axis=0)  # number of entries kept, >= 1 when radius > 0
+  rho = jnp.maximum(rho, 1)
+  theta = (jnp.take_along_axis(csum, (rho - 1)[None, :], axis=0)[0] - radius) / rho.astype(w.dtype)
+  theta = jnp.maximum(theta, 0)
+  shrunk = jnp.sign(w) * jnp.maximum(mag - theta, 0)
+  inside = norms <= radius * (1 + _INSIDE_SLACK)
+  return jnp.where(inside[None, :], w, shrunk)
+
+
+def _gate_blocks(w: Array, n: int):
+  return jnp.split(w, n, axis=-1)
+
+
+# ---------------------------------------------------------------------------
+# Certified bounds.
+
+
+@functools.singledispatch
+def lipschitz_bound(cell: Cell, params: Any, input_bound: float = 1.0) -> Array:
+  """Certified upper bound on the contraction factor of ``cell``'s state map.
+
+  Args:
+    cell: a seqbench cell.
+    params: its parameters.
+    input_bound: a bound on :math:`\\|x_t\\|_\\infty` (used by gated cells).
+
+  Returns:
+    A scalar array :math:`\\lambda`; the cell is stable when it is < 1.
+  """
+  raise NotImplementedError(
+      f"no stability bound is known for {type(cell).__name__}")
+
+
+@lipschitz_bound.register
+def _(cell: RNN, params, input_bound=1.0):
+  # tanh and relu are 1-Lipschitz: ||J|| <= ||W_hh||_2.
+  del input_bound
+  return jnp.linalg.norm(params["recurrent_kernel"], ord=2)
+
+
+def lstm_forget_gate_bound(params, input_bound: float = 1.0) -> Array:
+  r""":math:`f_\infty = \sup_t \|f_t\|_\infty` over the reachable set.
+
+  With :math:`\|h\|_\infty \le 1` and :math:`\|x\|_\infty \le B`, the forget
+  pre-activation of unit :math:`j` is at most
+  :math:`\|W_{f,j}\|_1 + B\|U_{f,j}\|_1 + b_{f,j}`.
+  """
+  b = _check_input_bound(input_bound)
+  _, w_f, _, _ = _gate_blocks(params["recurrent_kernel"], 4)
+  _, u_f, _, _ = _gate_blocks(params["input_kernel"], 4)
+  _, b_f, _, _ = _gate_blocks(params["bias"], 4)
+  pre = _col_l1(w_f) + b * _col_l1(u_f) + b_f
+  return jax.nn.sigmoid(jnp.max(pre))
+
+
+@lipschitz_bound.register
+def _(cell: LSTM, params, input_bound=1.0):
+  r"""Miller & Hardt's infinity-norm LSTM condition on :math:`s=(c,h)`.
+
+  .. math::
+     \lambda = f_\infty + \frac{\|W_f\|_\infty}{4(1-f_\infty)}
+       + \frac{\|W_i\|_\infty}{4} + \|W_z\|_\infty + \frac{\|W_o\|_\infty}{4}
+
+  (:math:`\sigma' \le 1/4`, :math:`\tanh' \le 1`,
+  :math:`\|c\|_\infty \le 1/(1-f_\infty)` on the reachable set).
+  """
+  f_inf = lstm_forget_gate_bound(params, input_bound)
+  w_i, w_f, w_z, w_o = (_op_inf_norm(w) for w in _gate_blocks(params["recurrent_kernel"], 4))
+  return (f_inf + w_f / (4 * (1 - f_inf)) + w_i / 4 + w_z + w_o / 4)
+
+
+@lipschitz_bound.register
+def _(cell: GRU, params, input_bound=1.0):
+  r"""A sufficient condition for the GRU, in the infinity norm (derived here).
+
+  For two states :math:`h, h'` and one input (:math:`r, z, n` at :math:`h`),
+
+  .. math::
+     h_+ - h'_+ = (1-z)\odot(n-n') + z\odot(h-h') + (z-z')\odot(h'-n').
+
+  On the reachable set :math:`|h'|, |n'| \le 1`, so :math:`|h'-n'| \le 2`;
+  :math:`|z_j - z'_j| \le \|W_{z,j}\|_1 \Delta/4` and
+  :math:`|n_j - n'_j| \le A_j \Delta` with
+  :math:`A_j = \|W_{n,j}\|_1 + \|W_{r,j}\|_1 (\|W_{n,j}\|_1 + |b_{hn,j}|)/4`
+  (rows :math:`j` of the operators acting on :math:`h`,
+  :math:`\Delta = \|h-h'\|_\infty`). With :math:`z_j \le \bar z_j =
+  \sigma(\|W_{z,j}\|_1 + B\|U_{z,j}\|_1 + b_{iz,j} + b_{hz,j})` and
+  :math:`(1-z)A + z` monotone in :math:`z`:
+
+  .. math::
+     \lambda = \max_j \Big[\max\big(A_j,\ \bar z_j + (1-\bar z_j)A_j\big)
+       + \|W_{z,j}\|_1/2\Big].
+  """
+  b = _check_input_bound(input_bound)
+  w_r, w_z, w_n = _gate_blocks(params["recurrent_kernel"], 3)
+  _, u_z, _ = _gate_blocks(params["input_kernel"], 3)
+  _, bi_z, _ = _gate_blocks(params["input_bias"], 3)
+  _, bh_z, bh_n = _gate_blocks(params["recurrent_bias"], 3)
+  a = _col_l1(w_n) + _col_l1(w_r) * (_col_l1(w_n) + jnp.abs(bh_n)) / 4
+  z_bar = jax.nn.sigmoid(_col_l1(w_z) + b * _col_l1(u_z) + bi_z + bh_z)
+  rows = jnp.maximum(a, z_bar + (1 - z_bar) * a) + _col_l1(w_z) / 2
+  return jnp.max(rows)
+
+
+@lipschitz_bound.register
+def _(cell: LRU, params, input_bound=1.0):
+  # Diagonal state matrix: the contraction factor is the largest |lambda|.
+  del input_bound
+  return jnp.max(jnp.exp(-jnp.exp(params["nu_log"])))
+
+
+# ---------------------------------------------------------------------------
+# Projections.
+
+
+class LSTMBudget(NamedTuple):
+  """Radii of the stable LSTM set; see :func:`lstm_budget`."""
+  f_inf: float
+  r_i: float
+  r_f: float
+  r_z: float
+  r_o: float
+  r_uf: float  # l1 radius of the forget gate's input rows (inf: unconstrained)
+  b_f_max: float  # upper bound on the forget-gate bias
+
+
+def lstm_budget(lam: float, input_bound: float = 1.0) -> LSTMBudget:
+  r"""How a target :math:`\lambda` is split between the LSTM's terms.
+
+  Split (it reproduces the authors' constants at ``lam = 1``: forget gate
+  0.6, radii :math:`W_f` 0.16, :math:`W_i, W_o` 0.4, :math:`W_z` 0.1,
+  :math:`U_f` 0.25):
+
+  * :math:`f_\infty = 0.6\lambda`;
+  * the other four terms share the rest equally, :math:`t = 0.1\lambda` each:
+    :math:`\|W_f\|_\infty \le 4(1-f_\infty)t`, :math:`\|W_i\|_\infty \le 4t`,
+    :math:`\|W_z\|_\infty \le t`, :math:`\|W_o\|_\infty \le 4t`;
+  * the forget gate really stays below :math:`f_\infty`:
+    :math:`\|U_f\|_\infty \le 0.25/B` and
+    :math:`b_f \le \operatorname{logit}(f_\infty) - \|W_f\|_\infty - 0.25`.
+
+  The terms then add up to exactly ``lam``.
+  """
+  lam = _check_lam(lam)
+  b = _check_input_bound(input_bound)
+  f_inf = 0.6 * lam
+  if f_inf >= 1.0:
+    raise ValueError(f"LSTM projection needs lam < 1/0.6, got lam={lam}")
+  t = (lam - f_inf) / 4
+  r_f = 4 * (1 - f_inf) * t
+  if b > 0:
+    r_uf, input_room = 0.25 / b, 0.25
+  else:  # inputs are identically zero: U_f is irrelevant
+    r_uf, input_room = math.inf, 0.0
+  return LSTMBudget(f_inf=f_inf, r_i=4 * t, r_f=r_f, r_z=t, r_o=4 * t, r_uf=r_uf,
+                    b_f_max=_logit(f_inf) - r_f - input_room)
+
+
+class GRUBudget(NamedTuple):
+  """Radii of the stable GRU set; see :func:`gru_budget`."""
+  z_max: float
+  r_z: float
+  r_n: float
+  r_r: float
+  b_hn_max: float
+  r_uz: float
+  b_z_max: float  # upper bound on b_iz + b_hz
+
+
+def gru_budget(lam: float, input_bound: float = 1.0) -> GRUBudget:
+  r"""How a target :math:`\lambda \le 1` is split between the GRU's terms.
+
+  With the bound of ``lipschitz_bound(GRU)``: the update gate stays below
+  :math:`\bar z = \lambda/2`; :math:`\|W_z\|_\infty \le \lambda/4` (its term
+  is :math:`\lambda/8`); the candidate's Lipschitz constant
+  :math:`A \le a = (3\lambda/8)/(1-\bar z)`, split as
+  :math:`\|W_n\|_\infty \le 0.8a`, :math:`|b_{hn}| \le 1` and
+  :math:`\|W_r\|_\infty \le 0.8a/(0.8a + 1)` (so the reset-gate term is
+  :math:`0.2a`); the update gate's inputs :math:`\|U_z\|_\infty \le 0.25/B`
+  and :math:`b_{iz} + b_{hz} \le \operatorname{logit}(\bar z) - \lambda/4 -
+  0.25`. Then :math:`\bar z + (1-\bar z)a + \lambda/8 = \lambda`.
+  """
+  lam = _check_lam(lam)
+  b = _check_input_bound(input_bound)
+  if lam > 1.0:
+    raise ValueError(f"GRU projection needs lam <= 1, got lam={lam}")
+  z_max = lam / 2
+  r_z = lam / 4
+  a = (3 * lam / 8) / (1 - z_max)
+  r_n, b_hn_max = 0.8 * a, 1.0
+  r_r = 0.8 * a / (r_n + b_hn_max)
+  if b > 0:
+    r_uz, input_room = 0.25 / b, 0.25
+  else:
+    r_uz, input_room = math.inf, 0.0
+  return GRUBudget(z_max=z_max, r_z=r_z, r_n=r_n, r_r=r_r, b_hn_max=b_hn_max,
+                   r_uz=r_uz, b_z_max=_logit(z_max) - r_z - input_room)
+
+
+def _replace_block(w: Array, n: int, index: int, block: Array) -> Array:
+  blocks = list(_gate_blocks(w, n))
+  blocks[index] = block
+  return jnp.concatenate(blocks, axis=-1)
+
+
+def _cap(x: Array, upper: float) -> Array:
+  return jnp.minimum(x, jnp.asarray(upper, x.dtype))
+
+
+def _power_spectral_norm(w: Array, iters: int) -> Array:
+  v = jnp.ones((w.shape[1],), w.dtype) / math.sqrt(w.shape[1])
+
+  def body(_, v):
+    v = w.T @ (w @ v)
+    return v / jnp.linalg.norm(v)
+
+  v = lax.fori_loop(0, iters, body, v)
+  return jnp.linalg.norm(w @ v)
+
+
+@functools.singledispatch
+def project(cell: Cell, params: Any, lam: float, input_bound: float = 1.0, **kwargs) -> Any:
+  """Project ``params`` onto a stable set whose certified bound is ``<= lam``.
+
+  A projection: idempotent, and parameters already in the set come back
+  unchanged. Non-recurrent entries of ``params`` are never touched.
+
+  Args:
+    cell: a seqbench cell.
+    params: its parameters.
+    lam: target contraction factor (the paper's RNN projection uses 1).
+    input_bound: bound on :math:`\\|x\\|_\\infty` assumed by gated cells.
+
+  Returns:
+    The projected parameters (same structure).
+  """
+  raise NotImplementedError(
+      f"no stability projection is known for {type(cell).__name__}")
+
+
+@project.register
+def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "svd",
+      power_iters: int = 20):
+  """Clip the singular values of the recurrent matrix to ``lam``.
+
+  ``method="svd"`` (default) is the exact Euclidean projection onto
+  :math:`\\{\\|W\\|_2 \\le \\lambda\\}`. ``method="power"`` estimates
+  :math:`\\sigma_{max}` by power iteration and rescales the whole matrix: much
+  cheaper for large H, but not the Euclidean projection, and the estimate
+  approaches :math:`\\sigma_{max}` from below (use enough ``power_iters``).
+  """
+  del input_bound
+  lam = _check_lam(lam)
+  w = params["recurrent_kernel"]
+  if method == "svd":
+    u, s, vt = jnp.linalg.svd(w, full_matrices=False)
+    inside = s[0] <= lam * (1 + _INSIDE_SLACK)
+    clipped = (u * jnp.minimum(s, lam)) @ vt
+    new_w = jnp.where(inside, w, clipped)
+  elif method == "power":
+    sigma = _power_spectral_norm(w, power_iters)
+    new_w = jnp.where(sigma <= lam * (1 + _INSIDE_SLACK), w, w * (lam / sigma))
+  else:
+    raise ValueError(f"RNN projection method must be 'svd' or 'power', got {method!r}")
+  return {**params, "recurrent_kernel": new_w}
+
+
+@project.register
+def _(cell: LSTM, params, lam, input_bound=1.0):
+  """Row-wise l1-ball projections onto the set of :func:`lstm_budget`."""
+  bud = lstm_budget(lam, input_bound)
+  w_i, w_f, w_z, w_o = _gate_blocks(params["recurrent_kernel"], 4)
+  rec = jnp.concatenate([
+      project_l1_columns(w_i, bud.r_i),
+      project_l1_columns(w_f, bud.r_f),
+      project_l1_columns(w_z, bud.r_z),
+      project_l1_columns(w_o, bud.r_o),
+  ], axis=-1)
+  inp = params["input_kernel"]
+  if math.isfinite(bud.r_uf):
+    u_f = _gate_blocks(inp, 4)[1]
+    inp = _replace_block(inp, 4, 1, project_l1_columns(u_f, bud.r_uf))
+  bias = params["bias"]
+  bias = _replace_block(bias, 4, 1, _cap(_gate_blocks(bias, 4)[1], bud.b_f_max))
+  return {**params, "recurrent_kernel": rec, "input_kernel": inp, "bias": bias}
+
+
+def _project_sum_cap(u: Array, v: Array, cap: float):
+  """Euclidean projection of ``(u, v)`` onto ``{u + v <= cap}``, elementwise."""
+  excess = jnp.maximum(u + v - cap, 0) / 2
+  return u - excess, v - excess
+
+
+@project.register
+def _(cell: GRU, params, lam, input_bound=1.0):
+  """Projections onto the set of :func:`gru_budget`."""
+  bud = gru_budget(lam, input_bound)
+  w_r, w_z, w_n = _gate_blocks(params["recurrent_kernel"], 3)
+  rec = jnp.concatenate([
+      project_l1_columns(w_r, bud.r_r),
+      project_l1_columns(w_z, bud.r_z),
+      project_l1_columns(w_n, bud.r_n),
+  ], axis=-1)
+  inp = params["input_kernel"]
+  if math.isfinite(bud.r_uz):
+    inp = _replace_block(inp, 3, 1, project_l1_columns(_gate_blocks(inp, 3)[1], bud.r_uz))
+  bi, bh = params["input_bias"], params["recurrent_bias"]
+  bi_z, bh_z = _project_sum_cap(_gate_blocks(bi, 3)[1], _gate_blocks(bh, 3)[1], bud.b_z_max)
+  bh_n = jnp.clip(_gate_blocks(bh, 3)[2], -bud.b_hn_max, bud.b_hn_max)
+  bi = _replace_block(bi, 3, 1, bi_z)
+  bh = _replace_block(_replace_block(bh, 3, 1, bh_z), 3, 2, bh_n)
+  return {**params, "recurrent_kernel": rec, "input_kernel": inp,
+          "input_bias": bi, "recurrent_bias": bh}
+
+
+@project.register
+def _(cell: LRU, params, lam, input_bound=1.0):
+  r"""Bound :math:`|\lambda| = \exp(-\exp(\nu)) \le` ``lam`` by a box on ``nu_log``.
+
+  The LRU is stable for any parameters; this only tightens the rate. For
+  ``lam >= 1`` it is the identity.
+  """
+  del input_bound
+  lam = _check_lam(lam)
+  if lam >= 1.0:
+    return params
+  nu_min = math.log(-math.log(lam))
+  nu_log = params["nu_log"]
+  return {**params, "nu_log": jnp.maximum(nu_log, jnp.asarray(nu_min, nu_log.dtype))}
+
+
+def _is_cell(x) -> bool:
+  return x is None or isinstance(x, Cell)
+
+
+def project_tree(cells: Any, params: Any, lam: float, input_bound: float = 1.0) -> Any:
+  """Project every recurrent layer of a model.
+
+  Args:
+    cells: a pytree *prefix* of ``params`` holding a cell where that cell's
+      parameters sit and ``None`` elsewhere, e.g.
+      ``{"embed": None, "layers": [lstm, lstm], "head": None}``.
+    params: the model's parameters.
+    lam: target contraction factor of every layer.
+    input_bound: bound on the inputs of every layer (1 for stacked layers).
+
+  Returns:
+    ``params`` with each recurrent layer projected (all layers, not only the
+    first).
+  """
+  def one(cell, p):
+    return p if cell is None else project(cell, p, lam, input_bound)
+
+  return jax.tree_util.tree_map(one, cells, params, is_leaf=_is_cell)
+
+
+def project_updates(cells: Any, lam: float, input_bound: float = 1.0
+                    ) -> optax.GradientTransformation:
+  """Projected gradient descent as an optax transformation.
+
+  Chain it last: ``optax.chain(optax.sgd(lr), project_updates(cells, lam))``.
+  It rewrites the update so that ``optax.apply_updates(params, updates)``
+  equals ``project_tree(cells, params + updates, lam)``.
+
+  Args:
+    cells: see :func:`project_tree`.
+    lam: target contraction factor.
+    input_bound: see :func:`project_tree`.
+  """
+  _check_lam(lam)
+  _check_input_bound(input_bound)
+
+  def init_fn(params):
+    del params
+    return optax.EmptyState()
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("project_updates needs params: call update(updates, state, params)")
+    stepped = optax.apply_updates(params, updates)
+    projected = project_tree(cells, stepped, lam, input_bound)
+    return jax.tree_util.tree_map(lambda new, old: new - old, projected, params), state
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------
+# Data-dependent contraction.
+
+
+def _to_real(tree):
+  """Complex leaves -> stacked (real, imag) so Jacobians are real matrices."""
+  return jax.tree_util.tree_map(
+      lambda a: jnp.stack([a.real, a.imag]) if jnp.iscomplexobj(a) else a, tree)
+
+
+def _from_real(tree, like):
+  return jax.tree_util.tree_map(
+      lambda a, ref: lax.complex(a[0], a[1]) if jnp.iscomplexobj(ref) else a,
+      tree, like)
+
+
+def state_jacobian_norm(cell: Cell, params: Any, carry: Any, x: Array) -> Array:
+  """Norm of :math:`\\partial \\phi(h, x)/\\partial h` at one (unbatched) point.
+
+  The norm is the one induced by ``cell.state_norm`` on the flattened state
+  (for the LSTM, the pair ``(c, h)``): ``"2"`` is the spectral norm, ``"inf"``
+  the largest absolute row sum.
+  """
+  flat, unravel = jax.flatten_util.ravel_pytree(_to_real(carry))
+
+  def f(v):
+    new, _ = cell.step(params, _from_real(unravel(v), carry), x)
+    return jax.flatten_util.ravel_pytree(_to_real(new))[0]
+
+  jac = jax.jacfwd(f)(flat)
+  if cell.state_norm == "2":
+    return jnp.linalg.norm(jac, ord=2)
+  return jnp.max(jnp.sum(jnp.abs(jac), axis=1))
+
+
+def empirical_contraction(cell: Cell, params: Any, xs: Array, *,
+                          initial_carry: Optional[Any] = None,
+                          reduce: str = "max") -> Array:
+  r"""Contraction measured along real trajectories (data-dependent stability).
+
+  Runs the recurrence over ``xs`` and evaluates
+  :math:`\|\partial h_t / \partial h_{t-1}\|` at every visited state, in the
+  same norm as :func:`lipschitz_bound` (so ``empirical <= certified``).
+
+  Args:
+    cell: a seqbench cell.
+    params: its parameters.
+    xs: inputs ``(..., T, D)``.
+    initial_carry: starting state (default zero).
+    reduce: ``"max"`` (the data-dependent contraction factor), ``"mean"``, or
+      ``"none"`` for the per-step norms with shape ``(..., T)``.
+  """
+  if reduce not in ("max", "mean", "none"):
+    raise ValueError(f"reduce must be 'max', 'mean' or 'none', got {reduce!r}")
+  if xs.ndim < 2:
+    raise ValueError(f"empirical_contraction expects xs of shape (..., T, D), got {xs.shape}")
+  batch_shape, (t_len, d) = xs.shape[:-2], xs.shape[-2:]
+  flat_x = xs.reshape((-1, t_len, d))
+  n = flat_x.shape[0]
+  if initial_carry is None:
+    carry0 = cell.initial_state((n,))
+  else:
+    carry0 = jax.tree_util.tree_map(lambda a: a.reshape((n,) + a.shape[len(batch_shape):]),
+                                    initial_carry)
+
+  def body(c, x_t):
+    new, _ = cell.step(params, c, x_t)
+    return new, c  # emit the state *before* the step: the point of evaluation
+
+  _, before = lax.scan(body, carry0, jnp.swapaxes(flat_x, 0, 1))  # leaves (T, n, ...)
+  per_example = jax.vmap(functools.partial(state_jacobian_norm, cell, params))
+  norms = lax.map(lambda args: per_example(*args), (before, jnp.swapaxes(flat_x, 0, 1)))
+  norms = jnp.swapaxes(norms, 0, 1).reshape(batch_shape + (t_len,))  # (..., T)
+  if reduce == "max":
+    return jnp.max(norms)
+  if reduce == "mean":
+    return jnp.mean(norms)
+  return norms
+
+
+__all__ = [
+    "lipschitz_bound", "project", "project_tree", "project_updates",
+    "empirical_contraction", "state_jacobian_norm", "lstm_forget_gate_bound",
+    "lstm_budget", "gru_budget", "LSTMBudget", "GRUBudget", "project_l1_columns",
+]

@@ -1,0 +1,261 @@
+r"""Executors: run any cell over a sequence.
+
+Three ways to turn a cell's ``step`` into a sequence model, all with inputs
+``xs`` of shape ``(..., T, D)`` (any leading batch dims, time on axis -2) and
+outputs of shape ``(..., T, H)``:
+
+* :func:`scan` -- the recurrent model, :math:`h_t = \phi(h_{t-1}, x_t)`,
+  with ``lax.scan``;
+* :func:`truncated` -- the k-step truncated model of Miller & Hardt (2019,
+  Sec. 3): :math:`y^k_t` is computed from :math:`x_{t-k+1..t}` alone, starting
+  from the zero state (a depth-k, weight-tied feed-forward network);
+* :func:`parallel` -- linear cells only, with ``lax.associative_scan``
+  (depth :math:`O(\log T)`).
+
+All executors first apply the cell's ``input_map`` to the whole sequence at
+once (one large matmul, hoisted out of the time loop), then iterate only the
+state-dependent part. Cells and ``k``/``unroll``/``chunk_size`` are hashable, so
+``jax.jit(scan, static_argnums=0, static_argnames="unroll")`` and friends work.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from seqbench.cells import Cell
+
+Array = jax.Array
+
+#: Default memory budget of one truncated chunk, in array elements.
+#: 2**25 elements is 128 MiB in float32: small next to any accelerator, and it
+#: keeps the per-step batch (B x chunk rows) large enough to fill the matmuls.
+DEFAULT_WINDOW_ELEMENTS = 2**25
+
+
+def _check_sequence(name: str, xs: Array) -> None:
+  if xs.ndim < 2:
+    raise ValueError(
+        f"{name} expects inputs of shape (..., T, D) with a time axis at -2, "
+        f"got shape {tuple(xs.shape)}")
+
+
+def _time_major(tree):
+  return jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, -2, 0), tree)
+
+
+def _leaf_width(tree) -> int:
+  return sum(int(a.shape[-1]) for a in jax.tree_util.tree_leaves(tree))
+
+
+def scan(cell: Cell,
+         params: Any,
+         xs: Array,
+         *,
+         initial_carry: Any = None,
+         return_carry: bool = False,
+         unroll: int = 1):
+  """The full recurrence with ``lax.scan``.
+
+  Args:
+    cell: any seqbench cell.
+    params: the cell's parameters.
+    xs: inputs, shape ``(..., T, D)``.
+    initial_carry: state before the first step (default: the zero state).
+      Language models pass the previous window's final carry here
+      (truncated BPTT).
+    return_carry: also return the final carry.
+    unroll: ``lax.scan``'s unroll factor (more steps per loop iteration: fewer
+      kernel launches on GPU at the cost of compile time).
+
+  Returns:
+    ``ys`` of shape ``(..., T, H)``, or ``(ys, final_carry)``.
+  """
+  _check_sequence("scan", xs)
+  u = _time_major(cell.input_map(params, xs))
+  carry = cell.initial_state(xs.shape[:-2]) if initial_carry is None else initial_carry
+
+  def body(c, u_t):
+    return cell.recurrent_step(params, c, u_t)
+
+  carry, ys = lax.scan(body, carry, u, unroll=unroll)
+  ys = jnp.moveaxis(ys, 0, -2)
+  return (ys, carry) if return_carry else ys
+
+
+def truncated_chunk_size(cell: Cell, params: Any, xs: Array, k: int,
+                         max_elements: int = DEFAULT_WINDOW_ELEMENTS) -> int:
+  """The number of output times computed together by :func:`truncated`.
+
+  A chunk of ``C`` output times runs ``k`` steps on a batch of ``C * batch``
+  rows; under differentiation each step keeps its inputs and state, about
+  ``k * C * batch * width`` elements, which this keeps under ``max_elements``.
+  """
+  t = xs.shape[-2]
+  batch = math.prod(xs.shape[:-2])
+  u_shape = jax.eval_shape(lambda p, x: cell.input_map(p, x), params,
+                           jax.ShapeDtypeStruct(xs.shape[:-2] + (1, xs.shape[-1]), xs.dtype))
+  width = _leaf_width(u_shape) + _leaf_width(cell.initial_state(()))
+  per_time = max(1, k * batch * width)
+  return int(max(1, min(t, max_elements // per_time)))
+
+
+def truncated(cell: Cell,
+              params: Any,
+              xs: Array,
+              k: int,
+              *,
+              chunk_size: Optional[int] = None,
+              unroll: int = 1) -> Array:
+  r"""The k-step truncated (feed-forward) model.
+
+  .. math::
+     h^k_t = \phi(\dots\phi(\phi(0, x_{t-k+1}), x_{t-k+2})\dots, x_t),
+     \qquad y^k_t = f(h^k_t)
+
+  Windows that would start before ``t = 0`` start at ``x_0`` (from the zero
+  state), so ``k >= T`` is exactly :func:`scan`. For a
+  :math:`\lambda`-contractive cell, :math:`\|h_t - h^k_t\| \le \lambda^k
+  \|h_{t-k}\|` (Miller & Hardt 2019, Sec. 3).
+
+  How it is computed: all windows share weights, so the ``T`` windows are one
+  recurrent batch of ``T * batch`` rows run for ``k`` steps; at step ``j`` the
+  rows for output times ``t`` read the hoisted input of time ``t - k + 1 + j``
+  (a slice, never a ``(T, k, ...)`` window tensor). The time axis is cut into
+  chunks of ``chunk_size`` outputs, each rematerialised under differentiation,
+  so memory stays bounded for long sequences.
+
+  Args:
+    cell: any seqbench cell.
+    params: the cell's parameters.
+    xs: inputs, shape ``(..., T, D)``.
+    k: the window length (context), ``k >= 1``.
+    chunk_size: output times per chunk; default from
+      :func:`truncated_chunk_size`.
+    unroll: unroll factor of the ``k``-step inner scan.
+
+  Returns:
+    ``ys`` of shape ``(..., T, H)``.
+  """
+  k = _window_length(k)
+  _check_sequence("truncated", xs)
+  t_len = xs.shape[-2]
+  if k >= t_len:
+    return scan(cell, params, xs, unroll=unroll)
+  if chunk_size is None:
+    chunk_size = truncated_chunk_size(cell, params, xs, k)
+  if not isinstance(chunk_size, int) or chunk_size < 1:
+    raise ValueError(f"truncated: chunk_size must be a positive integer, got {chunk_size!r}")
+  chunk = min(chunk_size, t_len)
+  n_chunks = -(-t_len // chunk)
+  batch_shape = xs.shape[:-2]
+
+  u = _time_major(cell.input_map(params, xs))
+  # Front padding of k-1 steps makes "input of time t - k + 1 + j" the padded
+  # index t + j; end padding makes the chunks tile the time axis exactly.
+  pad_after = n_chunks * chunk - t_len
+
+  def pad(a):
+    widths = [(k - 1, pad_after)] + [(0, 0)] * (a.ndim - 1)
+    return jnp.pad(a, widths)
+
+  u = jax.tree_util.tree_map(pad, u)
+
+  def run_chunk(start):
+    times = start + jnp.arange(chunk)  # the output times of this chunk
+    carry0 = cell.initial_state((chunk,) + batch_shape)
+
+    def window_step(carry, j):
+      u_j = jax.tree_util.tree_map(
+          lambda a: lax.dynamic_slice_in_dim(a, start + j, chunk, axis=0), u)
+      new, _ = cell.recurrent_step(params, carry, u_j)
+      # Rows whose window starts before t = 0 hold the zero state until their
+      # first real input arrives.
+      started = (times + j >= k - 1).reshape((chunk,) + (1,) * len(batch_shape) + (1,))
+      carry = jax.tree_util.tree_map(lambda n, o: jnp.where(started, n, o), new, carry)
+      return carry, None
+
+    carry, _ = lax.scan(window_step, carry0, jnp.arange(k - 1), unroll=unroll)
+    # The last step reads x_t itself; it is never masked.
+    u_last = jax.tree_util.tree_map(
+        lambda a: lax.dynamic_slice_in_dim(a, start + k - 1, chunk, axis=0), u)
+    _, y = cell.recurrent_step(params, carry, u_last)
+    return y  # (chunk, ..., H)
+
+  if n_chunks == 1:
+    ys = run_chunk(jnp.asarray(0))
+  else:
+    starts = jnp.arange(n_chunks) * chunk
+    ys = lax.map(jax.checkpoint(run_chunk), starts)
+    ys = ys.reshape((n_chunks * chunk,) + ys.shape[2:])
+  ys = ys[:t_len]
+  return jnp.moveaxis(ys, 0, -2)
+
+
+def _window_length(k) -> int:
+  try:
+    k_int = operator.index(k)
+  except TypeError:
+    k_int = None
+  if k_int is None or isinstance(k, bool) or k_int < 1:
+    raise ValueError(
+        f"truncated: the window length k must be an integer >= 1, got k={k!r}")
+  return k_int
+
+
+def _linear_combine(left, right):
+  a_l, b_l = left
+  a_r, b_r = right
+  return a_r * a_l, a_r * b_l + b_r
+
+
+def parallel(cell: Cell,
+             params: Any,
+             xs: Array,
+             *,
+             initial_carry: Any = None,
+             return_carry: bool = False):
+  r"""A linear recurrence :math:`h_t = a_t \odot h_{t-1} + b_t` by parallel scan.
+
+  Uses ``lax.associative_scan`` over the pairs :math:`(a_t, b_t)` with
+  :math:`(a_1, b_1) \bullet (a_2, b_2) = (a_2 a_1, a_2 b_1 + b_2)`: depth
+  :math:`O(\log T)` instead of :math:`T`. Only cells whose state update is
+  linear (``cell.is_linear``, e.g. :class:`seqbench.cells.LRU`) qualify.
+
+  Args:
+    cell: a linear cell.
+    params: its parameters.
+    xs: inputs, shape ``(..., T, D)``.
+    initial_carry: state before the first step (default zero).
+    return_carry: also return the final state.
+
+  Returns:
+    ``ys`` of shape ``(..., T, H)``, or ``(ys, final_carry)``.
+
+  Raises:
+    ValueError: if the cell's state update is not linear.
+  """
+  if not getattr(cell, "is_linear", False):
+    raise ValueError(
+        f"parallel needs a cell whose state update is linear in the state "
+        f"(e.g. seqbench.cells.LRU); {type(cell).__name__} is nonlinear: use "
+        f"seqbench.unroll.scan or seqbench.unroll.truncated instead")
+  _check_sequence("parallel", xs)
+  u = cell.input_map(params, xs)
+  a, b = cell.linear_coefficients(params, u)
+  a = jnp.broadcast_to(a, b.shape)
+  if initial_carry is not None:
+    # Fold h_0 into the first input: h_1 = a_1 h_0 + b_1.
+    b = b.at[..., 0, :].add(a[..., 0, :] * initial_carry)
+  _, hs = lax.associative_scan(_linear_combine, (a, b), axis=b.ndim - 2)
+  ys = cell.linear_output(params, hs, u)
+  return (ys, hs[..., -1, :]) if return_carry else ys
+
+
+__all__ = ["scan", "truncated", "parallel", "truncated_chunk_size",
+           "DEFAULT_WINDOW_ELEMENTS"]

@@ -1,0 +1,35 @@
+"""Plain-Python references the executors are checked against."""
+
+import jax.numpy as jnp
+
+import seqbench as sb
+
+CELL_FACTORIES = {
+    "rnn_tanh": lambda h, dt: sb.cells.RNN(h, "tanh", dtype=dt),
+    "rnn_relu": lambda h, dt: sb.cells.RNN(h, "relu", dtype=dt),
+    "lstm": lambda h, dt: sb.cells.LSTM(h, forget_bias=1.0, dtype=dt),
+    "gru": lambda h, dt: sb.cells.GRU(h, dtype=dt),
+    "lru": lambda h, dt: sb.cells.LRU(h, state_size=h + 3, dtype=dt),
+}
+
+
+def python_loop(cell, params, xs, carry=None):
+  """y_t by calling ``cell.step`` once per time step; returns (ys, carries)."""
+  carry = cell.initial_state(xs.shape[:-2]) if carry is None else carry
+  ys, carries = [], []
+  for t in range(xs.shape[-2]):
+    carry, y = cell.step(params, carry, xs[..., t, :])
+    ys.append(y)
+    carries.append(carry)
+  return jnp.stack(ys, axis=-2), carries
+
+
+def python_truncated(cell, params, xs, k):
+  """y^k_t by restarting from the zero state k steps back, for every t."""
+  ys = []
+  for t in range(xs.shape[-2]):
+    carry = cell.initial_state(xs.shape[:-2])
+    for s in range(max(0, t - k + 1), t + 1):
+      carry, y = cell.step(params, carry, xs[..., s, :])
+    ys.append(y)
+  return jnp.stack(ys, axis=-2)

@@ -1,0 +1,252 @@
+"""Executors vs plain Python loops, truncation semantics, gradients, errors."""
+
+import chex
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from jax.test_util import check_grads
+
+import seqbench as sb
+from helpers import CELL_FACTORIES, python_loop, python_truncated
+
+CELLS = sorted(CELL_FACTORIES)
+
+
+def make(name, hidden=6, input_size=4, dtype=jnp.float32, seed=0):
+  cell = CELL_FACTORIES[name](hidden, dtype)
+  params = cell.init(jax.random.PRNGKey(seed), input_size)
+  return cell, params
+
+
+def inputs(shape, dtype=jnp.float32, seed=1):
+  return jax.random.uniform(jax.random.PRNGKey(seed), shape, dtype, -1.0, 1.0)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_scan_matches_python_loop(name):
+  cell, params = make(name)
+  xs = inputs((3, 11, 4))
+  ref, carries = python_loop(cell, params, xs)
+  ys, final = sb.unroll.scan(cell, params, xs, return_carry=True)
+  np.testing.assert_allclose(ys, ref, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(final, carries[-1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_scan_initial_carry_continues_the_sequence(name):
+  # Truncated BPTT: two halves with the carry passed on == the whole sequence.
+  cell, params = make(name)
+  xs = inputs((2, 10, 4))
+  whole = sb.unroll.scan(cell, params, xs)
+  first, carry = sb.unroll.scan(cell, params, xs[:, :6], return_carry=True)
+  second = sb.unroll.scan(cell, params, xs[:, 6:], initial_carry=carry)
+  np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("unroll", [2, 5])
+def test_scan_unroll_same_numbers(unroll):
+  cell, params = make("lstm")
+  xs = inputs((2, 9, 4))
+  np.testing.assert_allclose(sb.unroll.scan(cell, params, xs, unroll=unroll),
+                             sb.unroll.scan(cell, params, xs), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("k,chunk", [(1, None), (3, None), (3, 4), (5, 1), (12, 5), (13, None)])
+def test_truncated_matches_python_restart_loop(name, k, chunk):
+  cell, params = make(name)
+  xs = inputs((2, 13, 4))
+  ref = python_truncated(cell, params, xs, k)
+  ys = sb.unroll.truncated(cell, params, xs, k, chunk_size=chunk)
+  np.testing.assert_allclose(ys, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_truncated_k_at_least_T_is_scan(name):
+  cell, params = make(name)
+  xs = inputs((2, 7, 4))
+  full = sb.unroll.scan(cell, params, xs)
+  for k in (7, 8, 100):
+    np.testing.assert_array_equal(sb.unroll.truncated(cell, params, xs, k), full)
+  # The windowed path (k = T - 1) agrees with the scan where windows are whole.
+  np.testing.assert_allclose(sb.unroll.truncated(cell, params, xs, 6)[:, :6], full[:, :6],
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_truncated_k1_is_one_step_from_zero(name):
+  cell, params = make(name)
+  xs = inputs((3, 8, 4))
+  _, y = cell.step(params, cell.initial_state((3, 8)), xs)  # every t at once
+  np.testing.assert_allclose(sb.unroll.truncated(cell, params, xs, 1), y, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_truncated_window_is_exactly_k_inputs(name):
+  cell, params = make(name)
+  k, t, n = 4, 9, 12
+  xs = inputs((1, n, 4))
+  base = sb.unroll.truncated(cell, params, xs, k, chunk_size=5)
+  older = xs.at[0, t - k].add(0.5)  # just outside the window of y_t
+  oldest_inside = xs.at[0, t - k + 1].add(0.5)
+  y_older = sb.unroll.truncated(cell, params, older, k, chunk_size=5)
+  y_inside = sb.unroll.truncated(cell, params, oldest_inside, k, chunk_size=5)
+  np.testing.assert_array_equal(y_older[0, t], base[0, t])
+  assert float(jnp.max(jnp.abs(y_inside[0, t] - base[0, t]))) > 1e-6
+  # Outputs before the perturbed time never move (causality).
+  np.testing.assert_array_equal(y_inside[0, :t - k + 1], base[0, :t - k + 1])
+
+
+def test_truncated_chunking_does_not_change_numbers():
+  cell, params = make("gru")
+  xs = inputs((2, 3, 17, 4))  # two leading batch dims
+  ref = sb.unroll.truncated(cell, params, xs, 5, chunk_size=17)
+  for chunk in (1, 2, 4, 16):
+    np.testing.assert_allclose(sb.unroll.truncated(cell, params, xs, 5, chunk_size=chunk), ref,
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "4", None, True])
+def test_truncated_rejects_bad_k(bad):
+  cell, params = make("rnn_tanh")
+  with pytest.raises(ValueError, match="k="):
+    sb.unroll.truncated(cell, params, inputs((1, 5, 4)), bad)
+
+
+def test_truncated_accepts_numpy_integer_k():
+  cell, params = make("rnn_tanh")
+  xs = inputs((1, 5, 4))
+  np.testing.assert_array_equal(sb.unroll.truncated(cell, params, xs, np.int64(2)),
+                                sb.unroll.truncated(cell, params, xs, 2))
+
+
+def test_truncated_memory_is_bounded_for_long_sequences():
+  # B=8, T=4096, k=64, H=256 (issue 2): the gradient of the truncated LSTM must
+  # compile to a program whose working memory is a few GiB, not the ~40 GiB a
+  # (B, T, k, 4H) window tensor and its residuals would need.
+  cell = sb.cells.LSTM(256)
+  params = jax.eval_shape(lambda: cell.init(jax.random.PRNGKey(0), 256))
+  xs = jax.ShapeDtypeStruct((8, 4096, 256), jnp.float32)
+
+  def loss(p, x):
+    return jnp.mean(sb.unroll.truncated(cell, p, x, 64) ** 2)
+
+  compiled = jax.jit(jax.grad(loss)).lower(params, xs).compile()
+  mem = compiled.memory_analysis()
+  total = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+  assert total < 4 * 2**30, f"truncated grad needs {total / 2**30:.2f} GiB"
+
+
+def test_parallel_matches_scan_and_loop():
+  cell, params = make("lru", hidden=5)
+  xs = inputs((3, 33, 4))
+  ref, carries = python_loop(cell, params, xs)
+  ys, final = sb.unroll.parallel(cell, params, xs, return_carry=True)
+  np.testing.assert_allclose(ys, ref, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(ys, sb.unroll.scan(cell, params, xs), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(final, carries[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_parallel_initial_carry():
+  cell, params = make("lru", hidden=5)
+  xs = inputs((2, 12, 4))
+  whole = sb.unroll.parallel(cell, params, xs)
+  first, carry = sb.unroll.parallel(cell, params, xs[:, :5], return_carry=True)
+  second = sb.unroll.parallel(cell, params, xs[:, 5:], initial_carry=carry)
+  np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru"])
+def test_parallel_rejects_nonlinear_cells(name):
+  cell, params = make(name)
+  with pytest.raises(ValueError, match="nonlinear.*scan"):
+    sb.unroll.parallel(cell, params, inputs((1, 5, 4)))
+
+
+EXECUTORS = {
+    "scan": lambda c, p, x: sb.unroll.scan(c, p, x),
+    "scan_unroll3": lambda c, p, x: sb.unroll.scan(c, p, x, unroll=3),
+    "truncated": lambda c, p, x: sb.unroll.truncated(c, p, x, 3, chunk_size=2),
+    "parallel": lambda c, p, x: sb.unroll.parallel(c, p, x),
+}
+
+
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("executor", sorted(EXECUTORS))
+def test_gradients_match_finite_differences(name, executor):
+  if executor == "parallel" and name != "lru":
+    return  # parallel is defined for linear cells only (tested above)
+  with jax.enable_x64(True):
+    cell, params = make(name, hidden=3, input_size=2, dtype=jnp.float64)
+    xs = inputs((2, 7, 2), jnp.float64)
+    run = EXECUTORS[executor]
+    check_grads(lambda p, x: jnp.sum(jnp.sin(run(cell, p, x))), (params, xs), order=1,
+                modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_width_errors_name_expected_size(name):
+  cell, params = make(name, input_size=4)
+  bad = inputs((2, 5, 3))
+  for run in (lambda: sb.unroll.scan(cell, params, bad),
+              lambda: sb.unroll.truncated(cell, params, bad, 2),
+              lambda: cell.step(params, cell.initial_state((2,)), bad[:, 0])):
+    with pytest.raises(ValueError, match="expects input size 4.*got 3"):
+      run()
+
+
+def test_missing_time_axis_is_a_clear_error():
+  cell, params = make("lstm")
+  with pytest.raises(ValueError, match=r"\(\.\.\., T, D\)"):
+    sb.unroll.scan(cell, params, inputs((4,)))
+
+
+@pytest.mark.parametrize("bad", [dict(hidden_size=0), dict(hidden_size=-1)])
+def test_bad_cell_config(bad):
+  for cls in (sb.cells.RNN, sb.cells.LSTM, sb.cells.GRU, sb.cells.LRU):
+    with pytest.raises(ValueError, match="hidden_size"):
+      cls(**bad)
+  with pytest.raises(ValueError, match="nonlinearity"):
+    sb.cells.RNN(4, nonlinearity="sigmoid")
+
+
+def test_no_retracing_in_a_loop():
+  cell, params = make("lstm")
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def run(p, x):
+    return (sb.unroll.scan(cell, p, x), sb.unroll.truncated(cell, p, x, 3))
+
+  for seed in range(4):
+    xs = inputs((2, 9, 4), seed=seed)
+    params = jax.tree_util.tree_map(lambda a: a * 1.01, params)
+    jax.block_until_ready(run(params, xs))
+
+
+def test_executors_are_jittable_with_static_cell():
+  cell, params = make("gru")
+  xs = inputs((2, 9, 4))
+  jit_trunc = jax.jit(sb.unroll.truncated, static_argnums=(0, 3), static_argnames="chunk_size")
+  np.testing.assert_allclose(jit_trunc(cell, params, xs, 3, chunk_size=4),
+                             sb.unroll.truncated(cell, params, xs, 3, chunk_size=4),
+                             rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(name=st.sampled_from(CELLS),
+       batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
+       t=st.integers(1, 9), d=st.integers(1, 4), k=st.integers(1, 10),
+       chunk=st.one_of(st.none(), st.integers(1, 9)))
+def test_shapes_and_truncation_property(name, batch, t, d, k, chunk):
+  cell, params = make(name, hidden=3, input_size=d)
+  xs = inputs(tuple(batch) + (t, d))
+  full = sb.unroll.scan(cell, params, xs)
+  trunc = sb.unroll.truncated(cell, params, xs, k, chunk_size=chunk)
+  assert full.shape == trunc.shape == tuple(batch) + (t, 3)
+  # The first k outputs see their whole past: they equal the full model's.
+  m = min(k, t)
+  np.testing.assert_allclose(trunc[..., :m, :], full[..., :m, :], rtol=1e-5, atol=1e-5)
