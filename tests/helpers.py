@@ -1,5 +1,8 @@
 """Plain-Python references the executors are checked against."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 
 import seqbench as sb
@@ -13,12 +16,19 @@ CELL_FACTORIES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def jitted_step(cell):
+  """``cell.step`` compiled once per cell (the loops below stay plain Python)."""
+  return jax.jit(cell.step)
+
+
 def python_loop(cell, params, xs, carry=None):
   """y_t by calling ``cell.step`` once per time step; returns (ys, carries)."""
   carry = cell.initial_state(xs.shape[:-2]) if carry is None else carry
+  step = jitted_step(cell)
   ys, carries = [], []
   for t in range(xs.shape[-2]):
-    carry, y = cell.step(params, carry, xs[..., t, :])
+    carry, y = step(params, carry, xs[..., t, :])
     ys.append(y)
     carries.append(carry)
   return jnp.stack(ys, axis=-2), carries
@@ -30,6 +40,6 @@ def python_truncated(cell, params, xs, k):
   for t in range(xs.shape[-2]):
     carry = cell.initial_state(xs.shape[:-2])
     for s in range(max(0, t - k + 1), t + 1):
-      carry, y = cell.step(params, carry, xs[..., s, :])
+      carry, y = jitted_step(cell)(params, carry, xs[..., s, :])
     ys.append(y)
   return jnp.stack(ys, axis=-2)

@@ -236,7 +236,7 @@ def test_executors_are_jittable_with_static_cell():
                              rtol=1e-6, atol=1e-6)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(name=st.sampled_from(CELLS),
        batch=st.lists(st.integers(1, 3), min_size=0, max_size=2),
        t=st.integers(1, 9), d=st.integers(1, 4), k=st.integers(1, 10),

@@ -33,6 +33,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Sequence
 
@@ -248,10 +249,29 @@ def _check_input(name: str, xs: jax.Array, expected: int, what: str = "(..., T, 
         raise ValueError(f"{name} expects input size {expected}, got {xs.shape[-1]}")
 
 
-def _uniform_bias(key: jax.Array, fan_in: int, size: int, dtype) -> jax.Array:
-    """PyTorch's default conv/linear bias init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return jax.random.uniform(key, (size,), dtype, -bound, bound)
+def _draw(key: jax.Array, shapes: Sequence[tuple[int, ...]], dtype, uniform: bool = False) -> list[jax.Array]:
+    """Draws N(0, 1) (or U(-1, 1)) arrays of the given shapes from one flat sample.
+
+    One random draw for all tensors instead of one per tensor: the threefry +
+    inverse-erf program is large, and compiling it once per parameter made
+    ``init`` of a deep net take seconds on CPU.
+    """
+    sizes = [math.prod(s) for s in shapes]
+    total = max(1, sum(sizes))
+    if uniform:
+        flat = jax.random.uniform(key, (total,), dtype, -1.0, 1.0)
+    else:
+        flat = jax.random.normal(key, (total,), dtype)
+    out, off = [], 0
+    for shape, n in zip(shapes, sizes):
+        out.append(flat[off : off + n].reshape(shape))
+        off += n
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2, 3))
+def _jit_init(net, key, input_size, dtype):
+    return net._init(key, input_size, dtype)
 
 
 def _params_dtype(params: Params):
@@ -331,15 +351,6 @@ class TCN:
 
     # -- parameters --------------------------------------------------------
 
-    def _init_conv(self, key, k_size, d_in, d_out, dtype):
-        kv, kb = jax.random.split(key)
-        v = 0.01 * jax.random.normal(kv, (k_size, d_in, d_out), dtype)
-        b = _uniform_bias(kb, k_size * d_in, d_out, dtype)
-        if self.weight_norm:
-            # g = ||v|| makes the effective kernel g v/||v|| equal v at init.
-            return {"v": v, "g": jnp.sqrt(jnp.sum(v * v, axis=(0, 1))), "b": b}
-        return {"w": v, "b": b}
-
     def init(self, key: jax.Array, input_size: int, dtype=jnp.float32) -> Params:
         """Initialises parameters.
 
@@ -352,19 +363,39 @@ class TCN:
             The params pytree (see class docstring).
         """
         _check_int("input_size", input_size, 1)
+        # Jitted as a whole (one compile per net/width/dtype, cached) so eager
+        # callers do not compile every random op and slice separately.
+        return _jit_init(self, key, int(input_size), jnp.dtype(dtype))
+
+    def _init(self, key: jax.Array, input_size: int, dtype) -> Params:
+        h, k_size = self.hidden_size, self.kernel_size
+        widths = [input_size] + [h] * (self.levels - 1)  # input width of each level
+        # Kernel shapes (conv1, conv2[, res]) and bias (size, fan_in) per level.
+        w_shapes, b_specs = [], []
+        for d_in in widths:
+            w_shapes += [(k_size, d_in, h), (k_size, h, h)]
+            b_specs += [(h, k_size * d_in), (h, k_size * h)]
+            if d_in != h:
+                w_shapes.append((d_in, h))
+                b_specs.append((h, d_in))
+        kw, kb = jax.random.split(key)
+        ws = iter(0.01 * w for w in _draw(kw, w_shapes, dtype))  # N(0, 0.01^2), as the reference
+        # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default conv bias init.
+        bs = iter(u / math.sqrt(fan_in) for u, (_, fan_in) in
+                  zip(_draw(kb, [(n,) for n, _ in b_specs], dtype, uniform=True), b_specs))
+
+        def conv():
+            v, b = next(ws), next(bs)
+            if self.weight_norm:
+                # g = ||v|| makes the effective kernel g v/||v|| equal v at init.
+                return {"v": v, "g": jnp.sqrt(jnp.sum(v * v, axis=(0, 1))), "b": b}
+            return {"w": v, "b": b}
+
         levels = []
-        for i, k in enumerate(jax.random.split(key, self.levels)):
-            d_in = input_size if i == 0 else self.hidden_size
-            k1, k2, k3, k4 = jax.random.split(k, 4)
-            level = {
-                "conv1": self._init_conv(k1, self.kernel_size, d_in, self.hidden_size, dtype),
-                "conv2": self._init_conv(k2, self.kernel_size, self.hidden_size, self.hidden_size, dtype),
-            }
-            if d_in != self.hidden_size:
-                level["res"] = {
-                    "w": 0.01 * jax.random.normal(k3, (d_in, self.hidden_size), dtype),
-                    "b": _uniform_bias(k4, d_in, self.hidden_size, dtype),
-                }
+        for d_in in widths:
+            level = {"conv1": conv(), "conv2": conv()}
+            if d_in != h:
+                level["res"] = {"w": next(ws), "b": next(bs)}
             levels.append(level)
         return {"levels": levels}
 
@@ -574,25 +605,28 @@ class WaveNet:
     def init(self, key: jax.Array, input_size: int, dtype=jnp.float32) -> Params:
         """Initialises parameters for inputs of width ``input_size``."""
         _check_int("input_size", input_size, 1)
+        return _jit_init(self, key, int(input_size), jnp.dtype(dtype))
+
+    def _init(self, key: jax.Array, input_size: int, dtype) -> Params:
         h, s, k_size = self.hidden_size, self._skip, self.kernel_size
-
-        def dense(k, *shape):
-            fan_in = math.prod(shape[:-1])
-            return {
-                "w": jax.random.normal(k, shape, dtype) / math.sqrt(fan_in),
-                "b": jnp.zeros((shape[-1],), dtype),
-            }
-
         n = len(self.dilations())
-        keys = jax.random.split(key, n + 2)
-        layers = []
+        shapes = [(input_size, h), (s, h)]
         for j in range(n):
-            kc, ks, kr = jax.random.split(keys[j + 2], 3)
-            layer = {"conv": dense(kc, k_size, h, 2 * h), "skip": dense(ks, h, s)}
+            shapes += [(k_size, h, 2 * h), (h, s)] + ([(h, h)] if j < n - 1 else [])
+        # N(0, 1/fan_in) kernels (fan_in = all but the output axis), zero biases.
+        ws = iter(w / math.sqrt(math.prod(w.shape[:-1])) for w in _draw(key, shapes, dtype))
+
+        def dense():
+            w = next(ws)
+            return {"w": w, "b": jnp.zeros((w.shape[-1],), dtype)}
+
+        params = {"input": dense(), "output": dense(), "layers": []}
+        for j in range(n):
+            layer = {"conv": dense(), "skip": dense()}
             if j < n - 1:
-                layer["res"] = dense(kr, h, h)
-            layers.append(layer)
-        return {"input": dense(keys[0], input_size, h), "layers": layers, "output": dense(keys[1], s, h)}
+                layer["res"] = dense()
+            params["layers"].append(layer)
+        return params
 
     def _input_size(self, params: Params) -> int:
         if len(params["layers"]) != len(self.dilations()):
