@@ -242,19 +242,20 @@ def _markdown(result: dict) -> str:
         "# TCN causal-conv forms: time per call",
         "",
         f"Device: {m['device_kind']} ({m['platform']}), jax {m['jax_version']}, dtype {m['dtype']}, "
-        f"git {m['git_sha'] or 'n/a'}, {m['date_utc']}.",
+        f"git {m['git_sha'] or 'n/a'}, {m['date_utc']}, {m['cpu_count']} CPUs, "
+        f"1-min load average {m['loadavg_1m_start']} at start / {m['loadavg_1m_end']} at end.",
         f"Shape: B={c['batch']}, T={c['time']}, D={c['input_size']}, {c['levels']} levels, "
         f"kernel {c['kernel_size']}, {c['hidden']} channels (receptive field {c['receptive_field']}). "
         f"Median and min of {result['repeats']} calls after 2 warm-ups; compile = AOT `.compile()`.",
         "",
-        "| form | mode | compile s | median ms | min ms | vs torch | TFLOP/s |",
+        "| form | mode | compile s | median ms | min ms | vs torch | GFLOP/s |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["rows"]:
         ratio = r.get("ratio_to_torch")
         lines.append(
             f"| {r['form']} | {r['mode']} | {r.get('compile_s', float('nan')):.2f} | {r['median_ms']:.2f} | "
-            f"{r['min_ms']:.2f} | {'' if ratio is None else f'{ratio:.2f}x'} | {r['tflops_at_median']:.3f} |"
+            f"{r['min_ms']:.2f} | {'' if ratio is None else f'{ratio:.2f}x'} | {1e3 * r['tflops_at_median']:.1f} |"
         )
     if not m.get("torch_version"):
         lines += ["", "torch not importable here: no PyTorch reference row."]
@@ -277,6 +278,7 @@ def main(argv=None) -> dict:
     cfg = dict(SIZES[args.size])
     cfg["receptive_field"] = convnets.TCN(cfg["hidden"], cfg["levels"], cfg["kernel_size"]).receptive_field
 
+    load_start = _loadavg()
     dev = jax.devices()[0]
     print(f"device: {dev.device_kind} ({dev.platform}); config {cfg}", flush=True)
     rows, extra = bench_jax(cfg, args.forms, args.repeats, args.dtype)
@@ -323,6 +325,9 @@ def main(argv=None) -> dict:
             python=platform.python_version(),
             machine=platform.machine(),
             cpu_count=os.cpu_count(),
+            # Other processes on the machine skew timings; record how busy it was.
+            loadavg_1m_start=load_start,
+            loadavg_1m_end=_loadavg(),
             git_sha=_git_sha(),
             date_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             argv=sys.argv[1:] if argv is None else list(argv),
@@ -334,6 +339,13 @@ def main(argv=None) -> dict:
     _atomic_write(out_dir / "tcn_forms.md", _markdown(result))
     print(f"wrote {out_dir / 'tcn_forms.json'} and tcn_forms.md", flush=True)
     return result
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _jaxlib_version() -> str | None:

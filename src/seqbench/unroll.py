@@ -45,10 +45,6 @@ def _check_sequence(name: str, xs: Array) -> None:
         f"got shape {tuple(xs.shape)}")
 
 
-def _time_major(tree):
-  return jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, -2, 0), tree)
-
-
 def _leaf_width(tree) -> int:
   return sum(int(a.shape[-1]) for a in jax.tree_util.tree_leaves(tree))
 
@@ -77,7 +73,9 @@ def scan(cell: Cell,
     ``ys`` of shape ``(..., T, H)``, or ``(ys, final_carry)``.
   """
   _check_sequence("scan", xs)
-  u = _time_major(cell.input_map(params, xs))
+  # Transpose the (narrower) inputs, not the projected gates: the input map
+  # then writes its (T, ..., G*H) result in the order the loop reads it.
+  u = cell.input_map(params, jnp.moveaxis(xs, -2, 0))
   carry = cell.initial_state(xs.shape[:-2]) if initial_carry is None else initial_carry
 
   def body(c, u_t):
@@ -155,7 +153,7 @@ def truncated(cell: Cell,
   n_chunks = -(-t_len // chunk)
   batch_shape = xs.shape[:-2]
 
-  u = _time_major(cell.input_map(params, xs))
+  u = cell.input_map(params, jnp.moveaxis(xs, -2, 0))
   # Front padding of k-1 steps makes "input of time t - k + 1 + j" the padded
   # index t + j; end padding makes the chunks tile the time axis exactly.
   pad_after = n_chunks * chunk - t_len
@@ -167,23 +165,30 @@ def truncated(cell: Cell,
   u = jax.tree_util.tree_map(pad, u)
 
   def run_chunk(start):
-    times = start + jnp.arange(chunk)  # the output times of this chunk
-    carry0 = cell.initial_state((chunk,) + batch_shape)
+    # Inputs of this chunk's windows: padded times [start, start + chunk + k - 1).
+    u_c = jax.tree_util.tree_map(
+        lambda a: lax.dynamic_slice_in_dim(a, start, chunk + k - 1, axis=0), u)
+    # Step j of the window ending at output time start + i reads padded time
+    # start + i + j. Gathering the k - 1 masked steps as a scanned input keeps
+    # the backward pass a single scatter-add per chunk (slicing inside the
+    # loop instead would transpose to a full-size update at every step).
+    steps = jnp.arange(k - 1)[:, None] + jnp.arange(chunk)[None, :]  # (k-1, chunk)
+    windows = jax.tree_util.tree_map(lambda a: a[steps], u_c)
+    # Rows whose window starts before t = 0 hold the zero state until their
+    # first real input arrives.
+    started = (start + steps >= k - 1).reshape(
+        (k - 1, chunk) + (1,) * (len(batch_shape) + 1))
 
-    def window_step(carry, j):
-      u_j = jax.tree_util.tree_map(
-          lambda a: lax.dynamic_slice_in_dim(a, start + j, chunk, axis=0), u)
+    def window_step(carry, inputs):
+      u_j, started_j = inputs
       new, _ = cell.recurrent_step(params, carry, u_j)
-      # Rows whose window starts before t = 0 hold the zero state until their
-      # first real input arrives.
-      started = (times + j >= k - 1).reshape((chunk,) + (1,) * len(batch_shape) + (1,))
-      carry = jax.tree_util.tree_map(lambda n, o: jnp.where(started, n, o), new, carry)
+      carry = jax.tree_util.tree_map(lambda n, o: jnp.where(started_j, n, o), new, carry)
       return carry, None
 
-    carry, _ = lax.scan(window_step, carry0, jnp.arange(k - 1), unroll=unroll)
+    carry0 = cell.initial_state((chunk,) + batch_shape)
+    carry, _ = lax.scan(window_step, carry0, (windows, started), unroll=unroll)
     # The last step reads x_t itself; it is never masked.
-    u_last = jax.tree_util.tree_map(
-        lambda a: lax.dynamic_slice_in_dim(a, start + k - 1, chunk, axis=0), u)
+    u_last = jax.tree_util.tree_map(lambda a: a[k - 1:], u_c)
     _, y = cell.recurrent_step(params, carry, u_last)
     return y  # (chunk, ..., H)
 

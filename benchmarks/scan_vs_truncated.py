@@ -1,0 +1,105 @@
+"""Recurrent scan vs the k-step truncated model, fwd and fwd+bwd, one run.
+
+Usage::
+
+    python benchmarks/scan_vs_truncated.py --preset cpu --out benchmarks/results/cpu
+    python benchmarks/scan_vs_truncated.py --preset gpu --dtype bfloat16 --out $OUT
+
+Presets: ``cpu`` is B=8, T=1024, D=H=256, k=16 (issue 2's reference size on a
+2-core CPU); ``gpu`` is B=32, T=1024, D=H=512, k=16 (issue 6). Every row has
+its ratio to the LSTM scan measured in the same run. Expected cost: ~3 min on
+the 2-core CPU, < 1 min on an H100.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+
+import seqbench as sb
+from seqbench.bench import run_metadata, time_compiled
+
+PRESETS = {
+    "cpu": dict(batch=8, time=1024, input_size=256, hidden=256, k=16),
+    "gpu": dict(batch=32, time=1024, input_size=512, hidden=512, k=16),
+}
+
+
+def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1, 8)):
+  cfg = PRESETS[preset]
+  ks = ks or (cfg["k"],)
+  b, t, d, h = cfg["batch"], cfg["time"], cfg["input_size"], cfg["hidden"]
+  xs = jax.random.normal(jax.random.PRNGKey(0), (b, t, d), dtype)
+  factories = {"lstm": lambda: sb.cells.LSTM(h, dtype=dtype),
+               "rnn": lambda: sb.cells.RNN(h, dtype=dtype),
+               "gru": lambda: sb.cells.GRU(h, dtype=dtype)}
+  out = []
+  for name in cells:
+    cell = factories[name]()
+    params = cell.init(jax.random.PRNGKey(1), d)
+    variants = [(f"scan(unroll={u})", lambda p, x, u=u: sb.unroll.scan(cell, p, x, unroll=u))
+                for u in unrolls]
+    variants += [(f"truncated(k={k})", lambda p, x, k=k: sb.unroll.truncated(cell, p, x, k))
+                 for k in ks]
+    for label, run in variants:
+      fwd = lambda p, x, run=run: run(p, x)
+      train = jax.grad(lambda p, x, run=run: jnp.mean(run(p, x).astype(jnp.float32) ** 2))
+      for mode, fn in (("forward", fwd), ("fwd+bwd", train)):
+        timing = time_compiled(fn, params, xs, n=n)
+        out.append({"cell": name, "executor": label, "mode": mode,
+                    "batch": b, "time": t, "input_size": d, "hidden": h,
+                    "tokens_per_s": b * t / (timing.median_ms / 1e3), **timing.to_json()})
+        print(f"{name:5s} {label:18s} {mode:8s} median {timing.median_ms:9.2f} ms "
+              f"min {timing.min_ms:9.2f} compile {timing.compile_s:6.2f} s", flush=True)
+  # Ratios to the plain scan of the same cell and mode, measured in this run.
+  for r in out:
+    base = next(o for o in out if o["cell"] == r["cell"] and o["mode"] == r["mode"]
+                and o["executor"] == f"scan(unroll={unrolls[0]})")
+    r["speedup_vs_scan"] = base["median_ms"] / r["median_ms"]
+  return out
+
+
+def write_atomic(path: str, text: str) -> None:
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+  ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+  ap.add_argument("--n", type=int, default=10)
+  ap.add_argument("--cells", default="lstm,rnn")
+  ap.add_argument("--out", default=None)
+  args = ap.parse_args(argv)
+  dtype = jnp.dtype(args.dtype)
+  result = {"command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
+            "preset": args.preset, **PRESETS[args.preset], "meta": run_metadata(args.dtype),
+            "rows": rows(args.preset, dtype, args.n, cells=tuple(args.cells.split(",")))}
+  lines = ["| cell | executor | mode | median ms | min ms | compile s | vs scan |",
+           "|---|---|---|---|---|---|---|"]
+  for r in result["rows"]:
+    lines.append(f"| {r['cell']} | {r['executor']} | {r['mode']} | {r['median_ms']:.2f} | "
+                 f"{r['min_ms']:.2f} | {r['compile_s']:.2f} | {r['speedup_vs_scan']:.2f}x |")
+  table = "\n".join(lines)
+  print(table)
+  if args.out:
+    tag = f"scan_vs_truncated_{args.preset}_{args.dtype}"
+    write_atomic(os.path.join(args.out, tag + ".json"), json.dumps(result, indent=1))
+    meta = result["meta"]
+    write_atomic(os.path.join(args.out, tag + ".md"),
+                 f"# scan vs truncated ({args.preset}, {args.dtype})\n\n"
+                 f"Device: {meta['device_kind']} ({meta['platform']}), jax {meta['versions']['jax']}, "
+                 f"git {meta['git_sha']} (dirty={meta['git_dirty']}). Command: `{result['command']}`\n\n"
+                 + table + "\n")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,5 @@
+import sys
+
+from seqbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,57 @@
+"""What every result row carries: code version, packages, device, precision."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+import platform
+import subprocess
+from typing import Optional
+
+import jax
+
+_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "datasets", "torch")
+
+
+def _version(name: str) -> Optional[str]:
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def _git(*args: str) -> Optional[str]:
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict:
+  """Commit SHA and whether the work tree had uncommitted changes."""
+  sha = _git("rev-parse", "HEAD")
+  status = _git("status", "--porcelain", "--untracked-files=no")
+  return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+
+
+def run_metadata(dtype: str = "float32") -> dict:
+  """Metadata for one result row (device kind, versions, precision, git)."""
+  dev = jax.devices()[0]
+  return {
+      **git_state(),
+      "versions": {name: _version(name) for name in _PACKAGES},
+      "python": platform.python_version(),
+      "platform": dev.platform,
+      "device_kind": dev.device_kind,
+      "device_count": jax.device_count(),
+      "process_count": jax.process_count(),
+      "host": platform.node(),
+      "host_cpu": platform.processor() or platform.machine(),
+      "dtype": dtype,
+      "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }

@@ -1,0 +1,225 @@
+"""``seqbench bench``: run a suite, print a table, write rows, report and plots.
+
+Output folder (``--out``): ``bench.jsonl`` (one JSON row per measurement, with
+run metadata), ``REPORT.md`` (generated from the rows) and ``throughput_vs_T.png``.
+All files are written atomically (temporary file, then rename), so a killed
+run never leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Optional
+
+DTYPES = {"f32": "float32", "bf16": "bfloat16", "float32": "float32", "bfloat16": "bfloat16"}
+
+
+def write_atomic(path: str, data: str | bytes) -> None:
+  """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _fmt(x, digits=2) -> str:
+  if x is None:
+    return "–"
+  if isinstance(x, float):
+    return f"{x:,.{digits}f}"
+  return str(x)
+
+
+def markdown_table(rows: list) -> str:
+  head = ("| model | executor | mode | median ms | min ms | k tokens/s | compile s "
+          "| vs baseline | baseline |")
+  lines = [head, "|" + "---|" * 9]
+  for r in rows:
+    ratio = r.get("ratio_to_baseline")
+    lines.append(
+        f"| {r['model']} | {r['executor']} | {r['mode']} | {_fmt(r['median_ms'])} | "
+        f"{_fmt(r['min_ms'])} | {_fmt(r['tokens_per_s'] / 1e3, 1)} | {_fmt(r.get('compile_s'))} | "
+        f"{_fmt(ratio) + 'x' if ratio else '–'} | {r.get('baseline') or '–'} |")
+  return "\n".join(lines)
+
+
+def scaling_table(rows: list) -> str:
+  times = sorted({r["time"] for r in rows})
+  executors = []
+  for r in rows:
+    label = f"{r['model']} {r['executor']}"
+    if label not in executors:
+      executors.append(label)
+  lines = ["| T | " + " | ".join(executors) + " |", "|---|" + "---|" * len(executors)]
+  for t in times:
+    cells = []
+    for label in executors:
+      match = [r for r in rows if r["time"] == t and f"{r['model']} {r['executor']}" == label]
+      cells.append(_fmt(match[0]["tokens_per_s"] / 1e3, 1) if match else "–")
+    lines.append(f"| {t} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def plot_scaling(rows: list, path: str, title: str) -> Optional[str]:
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  fig, ax = plt.subplots(figsize=(6, 4))
+  labels = []
+  for r in rows:
+    label = f"{r['model']} {r['executor']}"
+    if label not in labels:
+      labels.append(label)
+  for label in labels:
+    pts = sorted((r["time"], r["tokens_per_s"]) for r in rows
+                 if f"{r['model']} {r['executor']}" == label)
+    ax.plot([p[0] for p in pts], [p[1] / 1e3 for p in pts], marker="o", label=label)
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log")
+  ax.set_xlabel("sequence length T")
+  ax.set_ylabel("train k tokens/s")
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=7)
+  ax.grid(True, which="both", alpha=0.3)
+  fig.tight_layout()
+  import io  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
+  plt.close(fig)
+  write_atomic(path, buf.getvalue())
+  return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+  ap = argparse.ArgumentParser(prog="seqbench bench", description=(
+      "Throughput of recurrent, truncated and convolutional models, with other "
+      "frameworks' baselines measured in the same run."))
+  ap.add_argument("--suite", choices=["default", "full"], default="default")
+  ap.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
+                  help="JAX platform to measure (default: JAX's default backend)")
+  ap.add_argument("--dtype", choices=sorted(DTYPES), default="f32")
+  ap.add_argument("--out", default="benchmarks/results/local")
+  ap.add_argument("--no-scaling", action="store_true", help="skip the T-scaling sweep")
+  ap.add_argument("--only", default=None,
+                  help="comma-separated substrings: run only entries whose name/executor match")
+  return ap
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  if args.device:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_platforms", args.device)
+  import jax  # pylint: disable=g-import-not-at-top,reimported
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  from seqbench.bench import suite as S  # pylint: disable=g-import-not-at-top
+  from seqbench.bench.metadata import run_metadata  # pylint: disable=g-import-not-at-top
+
+  dtype_name = DTYPES[args.dtype]
+  dtype = jnp.dtype(dtype_name)
+  size = S.SUITES[args.suite]
+  meta = run_metadata(dtype_name)
+  command = "seqbench bench " + " ".join(argv if argv is not None else sys.argv[1:])
+  print(f"seqbench bench: suite={args.suite} device={meta['device_kind']} ({meta['platform']}) "
+        f"dtype={dtype_name} B={size.batch} T={size.time} D={size.input_size} H={size.hidden}",
+        flush=True)
+  started = time.time()
+  rows = []
+
+  def wanted(entry) -> bool:
+    if not args.only:
+      return True
+    text = f"{entry.name} {entry.executor}"
+    return any(s.strip() in text for s in args.only.split(","))
+
+  entries = [e for e in S.entries(size) if wanted(e)]
+  for i, entry in enumerate(entries):
+    for row in S.run_entry(entry, size, dtype):
+      rows.append(row)
+      print(f"[{i + 1}/{len(entries)}] {row['model']:24s} {row['executor']:18s} {row['mode']:8s}"
+            f" {row['median_ms']:10.3f} ms  compile {row['compile_s']:.2f} s", flush=True)
+  for row in S.torch_rows(size, dtype_name):
+    rows.append(row)
+    print(f"[torch] {row['model']:24s} {row['executor']:18s} {row['mode']:8s}"
+          f" {row['median_ms']:10.3f} ms", flush=True)
+  rows = S.add_ratios(rows)
+
+  scaling = []
+  if not args.no_scaling:
+    for t in size.scaling_times:
+      for entry in S.scaling_entries(size):
+        if args.only and not wanted(entry):
+          continue
+        for row in S.run_entry(entry, size, dtype, modes=("train",), time_len=t,
+                               batch=size.scaling_batch):
+          scaling.append({**row, "sweep": "scaling"})
+          print(f"[scaling T={t}] {row['model']:20s} {row['executor']:18s}"
+                f" {row['tokens_per_s'] / 1e3:10.1f} k tok/s", flush=True)
+
+  wall = time.time() - started
+  all_rows = [{**r, "suite": args.suite, "meta": meta} for r in rows + scaling]
+  os.makedirs(args.out, exist_ok=True)
+  write_atomic(os.path.join(args.out, "bench.jsonl"),
+               "".join(json.dumps(r, default=str) + "\n" for r in all_rows))
+  table = markdown_table(rows)
+  title = f"{meta['device_kind']} · {dtype_name} · B={size.scaling_batch}"
+  plot = plot_scaling(scaling, os.path.join(args.out, "throughput_vs_T.png"), title) \
+      if scaling else None
+  cross = S.crossover(scaling, "scan(unroll=8)", "truncated(k=16)") if scaling else None
+  report = [
+      f"# seqbench bench — suite `{args.suite}`",
+      "",
+      f"Command: `{command}`  ",
+      f"Device: **{meta['device_kind']}** ({meta['platform']}, {meta['device_count']} device(s)), "
+      f"dtype {dtype_name}, JAX matmul precision `{meta['matmul_precision']}`  ",
+      f"Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v) + "  ",
+      f"Git: `{meta['git_sha']}` (dirty: {meta['git_dirty']}); wall time {wall:.0f} s",
+      "",
+      f"Reference size: B={size.batch}, T={size.time}, D={size.input_size}, H={size.hidden}; "
+      f"TCN {size.tcn_levels} levels, kernel {size.tcn_kernel}, {size.hidden} channels. "
+      "Times are the median and min of "
+      f"n={size.n} calls after 2 warm-ups, compile timed apart. `train` = fwd+bwd+Adam update; "
+      "`stream` = latency of one new output (k tokens/s there counts batch outputs per second). "
+      "`vs baseline` = baseline time / row time in this run (> 1 is faster).",
+      "",
+      table,
+      "",
+  ]
+  if scaling:
+    report += [
+        f"## Train throughput vs sequence length (B={size.scaling_batch}, k tokens/s)",
+        "",
+        scaling_table(scaling),
+        "",
+        ("Crossover: truncated(k=16) first beats the LSTM scan at "
+         f"T = {cross}." if cross else
+         "Crossover: truncated(k=16) did not beat the LSTM scan at any T measured here."),
+        "",
+    ]
+    if plot:
+      report += ["![throughput vs T](throughput_vs_T.png)", ""]
+  write_atomic(os.path.join(args.out, "REPORT.md"), "\n".join(report))
+  print()
+  print(table)
+  print(f"\nwrote {args.out}/bench.jsonl, REPORT.md ({wall:.0f} s)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

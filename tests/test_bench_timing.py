@@ -1,0 +1,81 @@
+"""The timing method: compile and warm-up are not timed, retracing is caught."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from seqbench.bench import run_metadata, time_compiled
+from seqbench.bench.timing import RetraceError, guarded_jit
+
+
+class FakeClock:
+  """A clock that advances 1 s per reading and records who read it."""
+
+  def __init__(self):
+    self.now = 0.0
+    self.readings = 0
+
+  def __call__(self):
+    self.readings += 1
+    self.now += 1.0
+    return self.now
+
+
+def test_fake_clock_counts_only_timed_calls():
+  calls = []
+
+  def f(x):
+    calls.append("trace")
+    return x * 2
+
+  clock = FakeClock()
+  timing = time_compiled(f, jnp.ones(3), n=7, warmup=3, clock=clock)
+  # 3 readings around lower/compile, then 2 per timed call; warm-ups unread.
+  assert clock.readings == 3 + 2 * 7
+  assert timing.n == 7 and len(timing.times_ms) == 7
+  assert timing.median_ms == pytest.approx(1000.0) and timing.min_ms == pytest.approx(1000.0)
+  assert timing.lower_s == pytest.approx(1.0) and timing.compile_s == pytest.approx(1.0)
+  assert calls == ["trace"] and timing.traces == 1
+
+
+def test_compiled_function_runs_warmup_plus_n_times():
+  executed = []
+
+  def f(x):
+    jax.debug.callback(lambda: executed.append(1))
+    return x + 1
+
+  time_compiled(f, jnp.ones(2), n=4, warmup=2)
+  assert len(executed) == 6  # compile runs nothing; 2 warm-ups + 4 timed
+
+
+def test_retrace_is_detected_in_a_python_loop():
+  # The classic streaming bug: the first carry is a weak-typed Python float,
+  # the next one a strong float32 array, so the second call re-traces.
+  step = guarded_jit(lambda carry, x: carry * 0.5 + x)
+  carry = step(1.0, jnp.ones(2, jnp.float32))
+  with pytest.raises(RetraceError, match="traced 2 times"):
+    step(carry[0], jnp.ones(2, jnp.float32))
+  ok = guarded_jit(lambda c, x: c * 0.5 + x)
+  c = jnp.zeros(2, jnp.float32)
+  for _ in range(5):
+    c = ok(c, jnp.ones(2, jnp.float32))
+  assert ok.traces == 1
+
+
+def test_flops_reported_for_a_matmul():
+  t = time_compiled(lambda a, b: a @ b, jnp.ones((32, 16)), jnp.ones((16, 8)), n=2)
+  assert t.flops is None or t.flops == pytest.approx(2 * 32 * 16 * 8, rel=0.1)
+
+
+def test_bad_n():
+  with pytest.raises(ValueError, match="n must be"):
+    time_compiled(lambda x: x, jnp.ones(1), n=0)
+
+
+def test_metadata_has_the_fields_rows_need():
+  meta = run_metadata("float32")
+  for key in ("git_sha", "git_dirty", "versions", "device_kind", "platform", "dtype",
+              "matmul_precision", "device_count"):
+    assert key in meta
+  assert meta["versions"]["jax"] == jax.__version__
