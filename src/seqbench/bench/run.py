@@ -149,15 +149,27 @@ def main(argv=None) -> int:
     return any(s.strip() in text for s in args.only.split(","))
 
   entries = [e for e in S.entries(size) if wanted(e)]
-  for i, entry in enumerate(entries):
-    for row in S.run_entry(entry, size, dtype):
-      rows.append(row)
-      print(f"[{i + 1}/{len(entries)}] {row['model']:24s} {row['executor']:18s} {row['mode']:8s}"
-            f" {row['median_ms']:10.3f} ms  compile {row['compile_s']:.2f} s", flush=True)
-  for row in S.torch_rows(size, dtype_name):
+  os.makedirs(args.out, exist_ok=True)
+  # Rows also stream to a partial file as they are measured, so a run cut off
+  # by a time limit still leaves what it measured (the final file is atomic).
+  partial_path = os.path.join(args.out, "bench.partial.jsonl")
+  partial = open(partial_path, "w")
+
+  def keep(row):
     rows.append(row)
+    partial.write(json.dumps({**row, "suite": args.suite, "meta": meta}, default=str) + "\n")
+    partial.flush()
+
+  # Baselines first: every later row is compared with them.
+  for row in S.torch_rows(size, dtype_name):
+    keep(row)
     print(f"[torch] {row['model']:24s} {row['executor']:18s} {row['mode']:8s}"
           f" {row['median_ms']:10.3f} ms", flush=True)
+  for i, entry in enumerate(entries):
+    for row in S.run_entry(entry, size, dtype):
+      keep(row)
+      print(f"[{i + 1}/{len(entries)}] {row['model']:24s} {row['executor']:18s} {row['mode']:8s}"
+            f" {row['median_ms']:10.3f} ms  compile {row['compile_s']:.2f} s", flush=True)
   rows = S.add_ratios(rows)
 
   scaling = []
@@ -169,14 +181,17 @@ def main(argv=None) -> int:
         for row in S.run_entry(entry, size, dtype, modes=("train",), time_len=t,
                                batch=size.scaling_batch):
           scaling.append({**row, "sweep": "scaling"})
+          partial.write(json.dumps({**row, "sweep": "scaling", "meta": meta}, default=str) + "\n")
+          partial.flush()
           print(f"[scaling T={t}] {row['model']:20s} {row['executor']:18s}"
                 f" {row['tokens_per_s'] / 1e3:10.1f} k tok/s", flush=True)
 
   wall = time.time() - started
   all_rows = [{**r, "suite": args.suite, "meta": meta} for r in rows + scaling]
-  os.makedirs(args.out, exist_ok=True)
   write_atomic(os.path.join(args.out, "bench.jsonl"),
                "".join(json.dumps(r, default=str) + "\n" for r in all_rows))
+  partial.close()
+  os.unlink(partial_path)
   table = markdown_table(rows)
   title = f"{meta['device_kind']} · {dtype_name} · B={size.scaling_batch}"
   plot = plot_scaling(scaling, os.path.join(args.out, "throughput_vs_T.png"), title) \

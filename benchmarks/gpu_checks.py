@@ -1,0 +1,82 @@
+"""Equality checks run on the benchmark device before its numbers are trusted.
+
+Every executor against the reference path on *this* device (GPU kernels can
+differ from CPU ones): scan vs a Python loop over ``step``; truncated(k) vs
+restarting the recurrence k steps back; truncated(k >= T) vs scan; parallel vs
+scan for the LRU; every TCN/WaveNet ``conv_impl`` against each other and
+``stream_step`` against ``apply``. Matmuls run at "highest" precision here so
+that a TF32 rounding difference is not mistaken for a bug. Exit status 1 on
+any failure.
+"""
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import seqbench as sb
+
+TOL = 2e-4
+failures = []
+
+
+def check(name, a, b, tol=TOL):
+  err = float(jnp.max(jnp.abs(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))))
+  status = "ok" if err <= tol else "FAIL"
+  print(f"{status:4s} {name:50s} max|diff| = {err:.2e}")
+  if err > tol:
+    failures.append(name)
+
+
+def loop(cell, params, xs, k=None):
+  step = jax.jit(cell.step)
+  ys = []
+  for t in range(xs.shape[1]):
+    carry = cell.initial_state((xs.shape[0],))
+    start = 0 if k is None else max(0, t - k + 1)
+    for s in range(start, t + 1):
+      carry, y = step(params, carry, xs[:, s])
+    ys.append(y)
+  return jnp.stack(ys, 1)
+
+
+def main():
+  print("device:", jax.devices()[0].device_kind)
+  key = jax.random.PRNGKey(0)
+  xs = jax.random.uniform(key, (4, 24, 8), jnp.float32, -1, 1)
+  with jax.default_matmul_precision("highest"):
+    for cell in (sb.cells.RNN(32), sb.cells.LSTM(32), sb.cells.GRU(32), sb.cells.LRU(32)):
+      name = type(cell).__name__
+      params = cell.init(key, 8)
+      full = sb.unroll.scan(cell, params, xs)
+      check(f"{name} scan vs python loop", full, loop(cell, params, xs))
+      check(f"{name} scan(unroll=8) vs scan", sb.unroll.scan(cell, params, xs, unroll=8), full)
+      check(f"{name} truncated(k=T) vs scan", sb.unroll.truncated(cell, params, xs, 24), full)
+      check(f"{name} truncated(k=5) vs restart loop",
+            sb.unroll.truncated(cell, params, xs, 5, chunk_size=7), loop(cell, params, xs, k=5))
+      if cell.is_linear:
+        check(f"{name} parallel vs scan", sb.unroll.parallel(cell, params, xs), full)
+    xs_c = jax.random.normal(key, (2, 70, 8), jnp.float32)
+    for net_cls in (sb.convnets.TCN, sb.convnets.WaveNet):
+      ref_net = net_cls(16, 4, kernel_size=3)
+      params = ref_net.init(key, 8)
+      ref = ref_net.apply(params, xs_c)
+      for impl in sb.convnets.CONV_IMPLS:
+        net = net_cls(16, 4, kernel_size=3, conv_impl=impl)
+        check(f"{net_cls.__name__} {impl} vs default", net.apply(params, xs_c), ref, tol=1e-3)
+      state = ref_net.init_stream_state(params, (2,))
+      step = jax.jit(ref_net.stream_step)
+      outs = []
+      for t in range(70):
+        state, y = step(params, state, xs_c[:, t])
+        outs.append(y)
+      check(f"{net_cls.__name__} stream_step vs apply", jnp.stack(outs, 1), ref, tol=1e-3)
+  if failures:
+    print("FAILED:", ", ".join(failures))
+    sys.exit(1)
+  print("all equality checks passed")
+
+
+if __name__ == "__main__":
+  main()
