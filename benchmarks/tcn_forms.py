@@ -214,10 +214,11 @@ def bench_torch(cfg: dict, repeats: int, dtype: str) -> list[dict]:
 # ---------------------------------------------------------------------------
 
 
-def _git_sha() -> str | None:
+def _git(*args: str) -> str | None:
+    """Output of a read-only git command in the repo, or None (no git / not a checkout)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
-        return (out.stdout.strip() or None) if out.returncode == 0 else None
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -254,7 +255,8 @@ def _markdown(result: dict) -> str:
     for r in result["rows"]:
         ratio = r.get("ratio_to_torch")
         lines.append(
-            f"| {r['form']} | {r['mode']} | {r.get('compile_s', float('nan')):.2f} | {r['median_ms']:.2f} | "
+            f"| {r['form']} | {r['mode']} | {'' if 'compile_s' not in r else format(r['compile_s'], '.2f')} | "
+            f"{r['median_ms']:.2f} | "
             f"{r['min_ms']:.2f} | {'' if ratio is None else f'{ratio:.2f}x'} | {1e3 * r['tflops_at_median']:.1f} |"
         )
     if not m.get("torch_version"):
@@ -328,7 +330,10 @@ def main(argv=None) -> dict:
             # Other processes on the machine skew timings; record how busy it was.
             loadavg_1m_start=load_start,
             loadavg_1m_end=_loadavg(),
-            git_sha=_git_sha(),
+            git_sha=_git("rev-parse", "HEAD") or None,
+            # Uncommitted changes to the files this benchmark runs.
+            git_dirty=(None if _git("rev-parse", "HEAD") is None else bool(
+                _git("status", "--porcelain", "--", "src/seqbench/convnets.py", "benchmarks/tcn_forms.py"))),
             date_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             argv=sys.argv[1:] if argv is None else list(argv),
             **extra,

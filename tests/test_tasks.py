@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from seqbench import tasks
-from seqbench.tasks import batching, language, metrics, music, pixel, storage, synthetic
+from seqbench.tasks import batching, language, metrics, music, pixel, storage
 from seqbench.tasks.cli import data_main
 
 VENDORED = storage.VENDORED_ROOT
@@ -533,6 +533,29 @@ def test_corrupt_gz_fails_cleanly_and_recovers(tmp_path):
   assert tasks.get_task("wikitext2", data_dir=str(tmp_path)).stats()["splits"] == WIKITEXT2
 
 
+def test_crash_while_writing_the_cache_leaves_nothing(tmp_path, monkeypatch):
+  import datasets
+
+  class Crash(Exception):
+    pass
+
+  def crash(self, path, *a, **k):
+    Path(path).mkdir(parents=True)
+    (Path(path) / "partial.arrow").write_bytes(b"half")
+    raise Crash()
+
+  cache = tmp_path / "cache"
+  monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", crash)
+  with pytest.raises(Crash):
+    music.load_rolls(music.JSB, storage.Location(cache_dir=str(cache)))
+  assert list((cache / "JSB_Chorales").iterdir()) == []  # no entry, no temporary
+  monkeypatch.undo()
+  rolls, meta = music.load_rolls(music.JSB, storage.Location(cache_dir=str(cache)))
+  assert len(rolls["train"]) == 229 and meta["verified"]
+  [entry] = (cache / "JSB_Chorales").iterdir()
+  assert (entry / "meta.json").is_file()
+
+
 def test_truncated_and_foreign_mat_files(tmp_path):
   d = tmp_path / "polyphonic-music"
   _copy_source(VENDORED / "polyphonic-music", d, ["JSB_Chorales.mat"])
@@ -581,10 +604,10 @@ class _FakeHub:
     import datasets
     self.calls.append((path, name))
     names = {"train": "train", "validation": "valid", "test": "test"}
-    if path == "wikitext":
+    if path == "Salesforce/wikitext":
       files = {h: VENDORED / "wikitext-2" / f"wiki.{s}.tokens.gz" for h, s in names.items()}
       col, strip = "text", False
-    elif path == "ptb_text_only":
+    elif path == "ptb-text-only/ptb_text_only":
       files = {h: self.shared / "ptb" / f"ptb.{s}.txt.gz" for h, s in names.items()}
       col, strip = "sentence", True
     else:
@@ -629,3 +652,18 @@ def test_hub_is_off_when_offline_or_not_asked(monkeypatch, tmp_path):
   monkeypatch.setattr(datasets, "load_dataset", _FakeHub(tmp_path))
   with pytest.raises(tasks.DataError, match="MNIST.*ConnectionError: no network"):
     tasks.get_task("smnist", hub=True).stats()
+
+
+def test_hub_mnist_images_map_to_pixel_rows(monkeypatch):
+  import datasets
+  def fake(path, name=None, **kw):
+    assert path == "ylecun/mnist"
+    img = [[(r * 28 + c) % 256 for c in range(28)] for r in range(28)]
+    part = datasets.Dataset.from_dict({"image": [img, img], "label": [3, 7]})
+    return datasets.DatasetDict({"train": part, "test": part})
+  monkeypatch.setattr(datasets, "load_dataset", fake)
+  arrays = pixel._hub_arrays(storage.Location(hub=True))  # pylint: disable=protected-access
+  images, labels = arrays["test"]
+  assert images.shape == (2, 784) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images[0], np.arange(784) % 256)
+  assert labels.tolist() == [3, 7]

@@ -250,3 +250,34 @@ def test_shapes_and_truncation_property(name, batch, t, d, k, chunk):
   # The first k outputs see their whole past: they equal the full model's.
   m = min(k, t)
   np.testing.assert_allclose(trunc[..., :m, :], full[..., :m, :], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_bfloat16_cells_keep_their_dtype(name):
+  # bf16 is a benchmark dtype; the LRU has no bf16 complex type and must still
+  # run (state in complex64) and return bf16 outputs.
+  cell, params = make(name, dtype=jnp.bfloat16)
+  xs = inputs((2, 6, 4)).astype(jnp.bfloat16)
+  ref = sb.unroll.scan(cell, params, xs)
+  assert ref.dtype == jnp.bfloat16
+  trunc = sb.unroll.truncated(cell, params, xs, 6)
+  np.testing.assert_array_equal(trunc.astype(jnp.float32), ref.astype(jnp.float32))
+  if cell.is_linear:
+    par = sb.unroll.parallel(cell, params, xs)
+    assert par.dtype == jnp.bfloat16
+    np.testing.assert_allclose(par.astype(jnp.float32), ref.astype(jnp.float32), atol=2e-2)
+
+
+def test_chunk_budget_follows_device_memory(monkeypatch):
+  cell, params = make("lstm", hidden=8)
+  xs = inputs((2, 64, 4))
+  # CPU reports no memory: the fixed budget applies and 64 outputs fit.
+  assert sb.unroll.truncated_chunk_size(cell, params, xs, 4) == 64
+  assert sb.unroll.truncated_chunk_size(cell, params, xs, 4, max_elements=4 * 2 * 48 * 10) == 10
+
+  class FakeDevice:
+    def memory_stats(self):
+      return {"bytes_limit": 64 * 2**30}
+
+  monkeypatch.setattr(jax, "devices", lambda *a: [FakeDevice()])
+  assert sb.unroll.default_window_elements() == 64 * 2**30 // 16 // 4

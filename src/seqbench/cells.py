@@ -272,6 +272,12 @@ def _complex_dtype(dtype) -> Any:
   return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
 
 
+def _complex_part_dtype(dtype) -> Any:
+  # There is no bfloat16/float16 complex type: low-precision LRUs keep their
+  # state in complex64 (float32 parts) and cast the output back.
+  return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+
+
 @dataclasses.dataclass(frozen=True)
 class LRU(_GatedCell):
   r"""Linear Recurrent Unit (Orvieto et al. 2023): a diagonal complex recurrence.
@@ -344,8 +350,9 @@ class LRU(_GatedCell):
 
   def eigenvalues(self, params: Params) -> Array:
     """The diagonal of the state matrix, ``exp(-exp(nu) + i exp(theta))``."""
-    modulus = jnp.exp(-jnp.exp(params["nu_log"]))
-    phase = jnp.exp(params["theta_log"])
+    part = _complex_part_dtype(params["nu_log"].dtype)
+    modulus = jnp.exp(-jnp.exp(params["nu_log"].astype(part)))
+    phase = jnp.exp(params["theta_log"].astype(part))
     return jax.lax.complex(modulus * jnp.cos(phase), modulus * jnp.sin(phase))
 
   def initial_state(self, batch_shape=()) -> Carry:
@@ -353,9 +360,11 @@ class LRU(_GatedCell):
                      _complex_dtype(self.dtype))
 
   def _input_map(self, params, x):
-    gamma = jnp.exp(params["gamma_log"])
+    part = _complex_part_dtype(x.dtype)
+    gamma = jnp.exp(params["gamma_log"]).astype(part)
     # Real matmuls, combined once: avoids promoting x to complex.
-    drive = jax.lax.complex(gamma * (x @ params["B_re"]), gamma * (x @ params["B_im"]))
+    drive = jax.lax.complex(gamma * (x @ params["B_re"]).astype(part),
+                            gamma * (x @ params["B_im"]).astype(part))
     return (drive, x @ params["D"])
 
   def recurrent_step(self, params, carry, u):
@@ -366,7 +375,8 @@ class LRU(_GatedCell):
   def linear_output(self, params, h, u):
     """``y = Re(C^T h) + D^T x`` from a state and the hoisted input terms."""
     _, skip = u
-    return h.real @ params["C_re"] - h.imag @ params["C_im"] + skip
+    dt = params["C_re"].dtype
+    return h.real.astype(dt) @ params["C_re"] - h.imag.astype(dt) @ params["C_im"] + skip
 
   def linear_coefficients(self, params, u):
     """``(a, b)`` with ``h_t = a * h_{t-1} + b_t`` for the parallel executor."""

@@ -67,19 +67,39 @@ Params = Any  # nested dicts / lists of jnp arrays
 #:   channels-last (``NWC``/``WIO``/``NWC``) layout.
 #: * ``"lax_conv_ncw"``: the same convolution in channels-first ``NCW`` layout
 #:   (transposing in and out), the layout a direct port of PyTorch code uses.
-#:   It is the slow reference (on an H100 it was ~20x slower than PyTorch for a
-#:   512-channel, 8-level TCN and took ~37 s to compile); kept for benchmarks.
+#:   Kept as the slow reference for benchmarks.
 CONV_IMPLS = ("shifted_matmul", "im2col", "shifted_output", "lax_conv", "lax_conv_ncw")
 
-#: Default ``conv_impl``. Chosen by measurement (``benchmarks/tcn_forms.py``):
-#: the matmul forms turn the convolution into plain GEMMs over a
-#: ``(batch*T, channels)`` matrix, which XLA hands to cuBLAS/Eigen directly and
-#: fuses the shifts/pads around, whereas dilated ``conv_general_dilated`` goes
-#: through the convolution emitter (cuDNN on GPU), which for dilated 1-D
-#: convolutions picks slow algorithms and compiles slowly. Among the matmul
-#: forms ``shifted_matmul`` was fastest or tied for fwd+bwd on CPU and GPU;
-#: see ``benchmarks/results`` for the numbers.
-DEFAULT_CONV_IMPL = "shifted_matmul"
+#: Default ``conv_impl``: ``"im2col"``, chosen by measurement
+#: (``benchmarks/tcn_forms.py``; B=64, T=256, D=256, 8 levels, kernel 3, 512
+#: channels, float32 with XLA's default TF32 matmuls, NVIDIA H200, jax 0.11.2,
+#: median of 20 calls):
+#:
+#: ==================  ===========  ========  =========
+#: form                fwd+bwd ms   fwd ms    compile s
+#: ==================  ===========  ========  =========
+#: im2col              8.77         2.48      3.6
+#: shifted_output      8.48         2.74      7.4
+#: shifted_matmul      9.36         3.56      8.4
+#: lax_conv (NWC)      717          459       54
+#: lax_conv_ncw        506          459       0.9
+#: PyTorch Conv1d      15.2         5.05      --
+#: ==================  ===========  ========  =========
+#:
+#: The matmul forms turn each conv into dense GEMMs over a ``(batch*T,
+#: channels)`` matrix, which XLA hands straight to cuBLAS and fuses the
+#: pads/slices/concats around; dilated ``conv_general_dilated`` instead goes to
+#: a cuDNN convolution that is ~50-90x slower here in either layout (and the
+#: channels-last one took 54 s to compile). ``im2col`` was fastest forward,
+#: within 4% of the best fwd+bwd (``shifted_output``, which is ~2x slower than
+#: ``im2col`` on CPU), compiled fastest of the matmul forms, and is one GEMM
+#: with a ``K*D_in`` contraction, the shape GEMM libraries like best. In
+#: bfloat16 the three matmul forms were within 3% of each other fwd+bwd
+#: (4.6 ms) and ``im2col`` again fastest forward (1.4 ms). On a 2-core CPU
+#: (``benchmarks/results/cpu``) ``lax_conv`` was fastest (oneDNN convolutions)
+#: and ``im2col`` close to ``shifted_matmul``; pass ``conv_impl="lax_conv"``
+#: for CPU-only work.
+DEFAULT_CONV_IMPL = "im2col"
 
 
 # ---------------------------------------------------------------------------
@@ -129,6 +149,8 @@ def causal_conv(
         raise ValueError(f"dilation must be >= 1, got {dilation}")
     t_len = x.shape[-2]
     d = int(dilation)
+    if t_len == 0:  # empty sequence: nothing to convolve (and no taps to keep)
+        return jnp.zeros(x.shape[:-1] + (d_out,), jnp.result_type(x, w))
 
     if impl in ("lax_conv", "lax_conv_ncw"):
         y = _lax_causal_conv(x, w, d, channels_last=(impl == "lax_conv"))
@@ -179,7 +201,7 @@ def _lax_causal_conv(x: jax.Array, w: jax.Array, d: int, channels_last: bool) ->
     """``lax.conv_general_dilated`` form: left pad (K-1)d, rhs_dilation d."""
     k_size = w.shape[0]
     lead = x.shape[:-2]
-    xb = x.reshape((-1,) + x.shape[-2:])  # (N, T, D_in)
+    xb = x.reshape((math.prod(lead),) + x.shape[-2:])  # (N, T, D_in); N may be 0
     padding = [((k_size - 1) * d, 0)]
     if channels_last:
         y = lax.conv_general_dilated(

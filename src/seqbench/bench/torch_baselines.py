@@ -106,6 +106,8 @@ def lstm_rows(batch: int, time_len: int, input_size: int, hidden: int, dtype: st
   dev, dt = device(), _DTYPES[dtype]
   torch.manual_seed(0)
   model = nn.LSTM(input_size, hidden, batch_first=True).to(dev, dt)
+  # .to() can leave cuDNN weights non-contiguous (then compacted on every call).
+  model.flatten_parameters()
   opt = torch.optim.Adam(model.parameters(), lr=1e-3)
   x = torch.randn(batch, time_len, input_size, device=dev, dtype=dt)
   out = {}

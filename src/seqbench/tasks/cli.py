@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -178,6 +179,11 @@ def data_main(argv: Optional[Sequence[str]] = None) -> int:
   except KeyboardInterrupt:
     print(f"{PROG}: interrupted", file=sys.stderr)
     return 130
+  except BrokenPipeError:
+    # The reader (e.g. `| head`) went away: stop quietly, and point stdout at
+    # devnull so the interpreter's final flush does not fail again.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import io
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Optional
+from typing import ClassVar, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -113,7 +113,7 @@ def _build(splits: Mapping[str, list[np.ndarray]], meta: dict):
   import datasets  # pylint: disable=import-outside-toplevel
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   features = datasets.Features({
-      "roll": datasets.Sequence(datasets.Value("uint8")),  # T*88, row-major
+      "roll": datasets.List(datasets.Value("uint8")),  # T*88, row-major
       "length": datasets.Value("int32"),
   })
   dsd = {}

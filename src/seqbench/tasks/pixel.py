@@ -70,8 +70,8 @@ MNIST = storage.Source(
         "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
         "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     },
-    hub="'mnist'",
-    origin="the official MNIST IDX files (LeCun, Cortes & Burges; CC BY-SA 3.0), not vendored",
+    hub="'ylecun/mnist'",
+    origin="the MNIST database of LeCun, Cortes & Burges (CC BY-SA 3.0; not vendored)",
 )
 
 
@@ -112,7 +112,7 @@ def _build(arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], meta: dict):
   import datasets  # pylint: disable=import-outside-toplevel
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   features = datasets.Features({
-      "pixels": datasets.Sequence(datasets.Value("uint8"), length=PIXELS),
+      "pixels": datasets.List(datasets.Value("uint8"), length=PIXELS),
       "label": datasets.ClassLabel(num_classes=CLASSES),
   })
   dsd = {}
@@ -130,14 +130,23 @@ def _build(arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], meta: dict):
   return datasets.DatasetDict(dsd), meta
 
 
+_HUB_MNIST = "ylecun/mnist"  # the hub's current name for 'mnist'
+
+
 def _hub_arrays(location: storage.Location):
-  dsd = storage.load_from_hub(MNIST, location, "mnist")
+  dsd = storage.load_from_hub(MNIST, location, _HUB_MNIST)
   out = {}
   for split in ("train", "test"):
     if split not in dsd or not {"image", "label"} <= set(dsd[split].column_names):
-      raise DataError("MNIST: the hub dataset 'mnist' lacks the image/label columns; "
-                      "put the IDX files in the data root instead.")
-    images = np.stack([np.asarray(im, np.uint8).reshape(PIXELS) for im in dsd[split]["image"]])
+      raise DataError(f"MNIST: the hub dataset {_HUB_MNIST!r} lacks the image/label "
+                      "columns; put the IDX files in the data root instead.")
+    try:
+      # Decoding the hub's PNG images needs Pillow (a `datasets` extra).
+      images = np.stack([np.asarray(im, np.uint8).reshape(PIXELS)
+                         for im in dsd[split]["image"]])
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f"MNIST: cannot decode the hub's images ({type(e).__name__}: {e}); "
+                      "install Pillow or put the IDX files in the data root.") from None
     out[split] = (images, np.asarray(dsd[split]["label"], np.uint8))
   return out
 
@@ -170,7 +179,7 @@ def load_mnist(location: storage.Location):
     key = "hub-" + h.hexdigest()[:16]
 
     def build():
-      return _build(arrays, {"source": "hub:mnist", "sha256": {}, "verified": None})
+      return _build(arrays, {"source": f"hub:{_HUB_MNIST}", "sha256": {}, "verified": None})
   else:
     raise DataError(MNIST.missing_message(location))
   dsd, meta = storage.cached_dataset_dict(location, "mnist", key, build)

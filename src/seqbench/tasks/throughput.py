@@ -25,7 +25,6 @@ import sys
 import time
 from typing import Any, Optional, Sequence
 
-import numpy as np
 
 from seqbench.tasks import registry
 from seqbench.tasks.storage import DataError
