@@ -17,8 +17,16 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
 
+# PyTorch baselines (cuDNN LSTM, a PyTorch TCN) join the run when torch is
+# importable. The pinned version is the CPU build this project's machines hold
+# locally; set BENCH_TORCH= (empty) to skip it, or another spec to use another.
+BENCH_TORCH ?= torch==2.13.0
+BENCH_ARGS ?= --suite default
+
 bench: $(STAMP)
-	$(PY) -m seqbench.bench_core --out benchmarks/results/local
+	@if [ -n "$(BENCH_TORCH)" ]; then $(PY) -c "import torch" 2>/dev/null || \
+	  $(PY) -m pip install --quiet "$(BENCH_TORCH)" || echo "torch not installed: no PyTorch baselines"; fi
+	$(PY) -m seqbench bench $(BENCH_ARGS) --out benchmarks/results/local
 
 clean:
 	rm -rf $(VENV) .pytest_cache
