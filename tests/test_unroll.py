@@ -46,6 +46,14 @@ def test_scan_initial_carry_continues_the_sequence(name):
   np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", CELLS)
+def test_scan_hoisted_and_in_loop_input_map_agree(name):
+  cell, params = make(name)
+  xs = inputs((2, 9, 4))
+  np.testing.assert_allclose(sb.unroll.scan(cell, params, xs, hoist=True),
+                             sb.unroll.scan(cell, params, xs, hoist=False), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("unroll", [2, 5])
 def test_scan_unroll_same_numbers(unroll):
   cell, params = make("lstm")
@@ -169,6 +177,7 @@ def test_parallel_rejects_nonlinear_cells(name):
 EXECUTORS = {
     "scan": lambda c, p, x: sb.unroll.scan(c, p, x),
     "scan_unroll3": lambda c, p, x: sb.unroll.scan(c, p, x, unroll=3),
+    "scan_hoisted": lambda c, p, x: sb.unroll.scan(c, p, x, hoist=True),
     "truncated": lambda c, p, x: sb.unroll.truncated(c, p, x, 3, chunk_size=2),
     "parallel": lambda c, p, x: sb.unroll.parallel(c, p, x),
 }
