@@ -12,7 +12,8 @@ recorded apart), 2 warm-up calls, then ``--repeats`` timed calls, each ended by
 ``block_until_ready``; median and min are reported. If ``torch`` is importable
 an equivalent PyTorch TCN (``Conv1d`` with padding + chomp, weight norm, as in
 Bai et al.'s reference code) is timed in the same run on the same device kind
-and each JAX row gets its ratio to it (JAX time / torch time; < 1 is faster).
+and each JAX row gets its speed-up over it (torch time / JAX time; > 1: JAX faster, the
+convention of every seqbench report).
 
 Usage::
 
@@ -261,7 +262,7 @@ def _markdown(result: dict) -> str:
         )
     if not m.get("torch_version"):
         lines += ["", "torch not importable here: no PyTorch reference row."]
-    lines += ["", "vs torch = JAX median / torch median (< 1: JAX faster)."]
+    lines += ["", "vs torch = torch median / JAX median (> 1: JAX faster)."]
     return "\n".join(lines) + "\n"
 
 
@@ -304,7 +305,7 @@ def main(argv=None) -> dict:
         )
         by_mode = {r["mode"]: r["median_ms"] for r in t_rows}
         for r in rows:
-            r["ratio_to_torch"] = r["median_ms"] / by_mode[r["mode"]]
+            r["ratio_to_torch"] = by_mode[r["mode"]] / r["median_ms"]
         rows += t_rows
 
     result = dict(
