@@ -15,13 +15,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
 
 import seqbench as sb
 from seqbench.bench import run_metadata, time_compiled
+from seqbench.bench.run import write_atomic
 
 PRESETS = {
     "cpu": dict(batch=8, time=1024, input_size=256, hidden=256, k=16),
@@ -61,14 +61,6 @@ def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1,
                 and o["executor"] == f"scan(unroll={unrolls[0]})")
     r["speedup_vs_scan"] = base["median_ms"] / r["median_ms"]
   return out
-
-
-def write_atomic(path: str, text: str) -> None:
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def main(argv=None):

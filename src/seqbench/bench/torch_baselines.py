@@ -138,7 +138,11 @@ def lstm_rows(batch: int, time_len: int, input_size: int, hidden: int, dtype: st
 
 def tcn_rows(batch: int, time_len: int, input_size: int, hidden: int, levels: int,
              kernel_size: int, dtype: str, n: int, modes=("train", "forward")) -> dict:
-  """The PyTorch TCN of the same shape: train step with Adam, forward."""
+  """The PyTorch TCN of the same shape, timed per mode.
+
+  Modes: ``train`` (fwd + bwd + Adam step), ``fwd+bwd`` (gradients only, the
+  performance anchors' "training-style pass"), ``forward`` (no grad).
+  """
   dev, dt = device(), _DTYPES[dtype]
   torch.manual_seed(0)
   model = TorchTCN(input_size, hidden, levels, kernel_size).to(dev, dt)
@@ -151,11 +155,15 @@ def tcn_rows(batch: int, time_len: int, input_size: int, hidden: int, levels: in
     model(x).float().pow(2).mean().backward()
     opt.step()
 
+  def fwd_bwd():
+    model.zero_grad(set_to_none=True)
+    model(x).float().pow(2).mean().backward()
+
   def forward():
     with torch.no_grad():
       model(x)
 
-  for mode, fn in (("train", train), ("forward", forward)):
+  for mode, fn in (("train", train), ("fwd+bwd", fwd_bwd), ("forward", forward)):
     if mode in modes:
       out[mode] = time_torch(fn, n=n)
   return out
