@@ -4,6 +4,14 @@ Output folder (``--out``): ``bench.jsonl`` (one JSON row per measurement, with
 run metadata), ``REPORT.md`` (generated from the rows) and ``throughput_vs_T.png``.
 All files are written atomically (temporary file, then rename), so a killed
 run never leaves a half-written result.
+
+Several devices: ``--devices`` adds data-parallel train rows for 1, 2, 4, ...
+devices (:mod:`seqbench.bench.sharding`; on by default when more than one
+device is present; ``--cpu-devices N`` splits a CPU into N devices to try it).
+``--distributed`` calls ``jax.distributed.initialize()`` first, for multi-host
+runs (untested: this project has no multi-host machine); every process must
+run the same command, and processes other than 0 write under
+``OUT/process-<i>``.
 """
 
 from __future__ import annotations
@@ -17,6 +25,10 @@ import time
 from typing import Optional
 
 DTYPES = {"f32": "float32", "bf16": "bfloat16", "float32": "float32", "bfloat16": "bfloat16"}
+
+#: ``seqbench.bench.suite.SUITES`` (named here so parsing needs no JAX); "tiny"
+#: is for tests.
+SUITE_NAMES = ("default", "full", "tiny")
 
 
 def write_atomic(path: str, data: str | bytes) -> None:
@@ -105,11 +117,89 @@ def plot_scaling(rows: list, path: str, title: str) -> Optional[str]:
   return path
 
 
+def device_table(rows: list) -> str:
+  """Data-parallel rows: throughput and speed-up per device count."""
+  lines = ["| model | executor | devices | global batch | median ms | k tokens/s | speed-up "
+           "| efficiency |", "|" + "---|" * 8]
+  for r in rows:
+    speedup, eff = r.get("speedup_vs_1_device"), r.get("scaling_efficiency")
+    lines.append(
+        f"| {r['model']} | {r['executor']} | {r['device_count']} | {r['batch']} | "
+        f"{_fmt(r['median_ms'])} | {_fmt(r['tokens_per_s'] / 1e3, 1)} | "
+        f"{_fmt(speedup) + 'x' if speedup else '–'} | {_fmt(eff)} |")
+  return "\n".join(lines)
+
+
+def plot_accuracy_vs_throughput(rows: list, path: str, metric: str = "metric",
+                                metric_label: Optional[str] = None,
+                                title: str = "") -> Optional[str]:
+  """Scatter of a quality metric against train tokens/s, one labelled point per row.
+
+  Each row needs ``tokens_per_s`` and ``row[metric]`` (rows missing either are
+  skipped); the point's label is ``row["label"]`` or ``"model executor"``.
+  Returns ``path``, or ``None`` when there is nothing to plot or no
+  matplotlib. Rows come from real training runs: the bench never makes up
+  accuracy numbers.
+  """
+  points = [r for r in rows if r.get("tokens_per_s") and r.get(metric) is not None]
+  if not points:
+    return None
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for r in points:
+    label = r.get("label") or f"{r.get('model', '')} {r.get('executor', '')}".strip()
+    x, y = r["tokens_per_s"] / 1e3, float(r[metric])
+    ax.scatter([x], [y], s=24)
+    ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+  ax.set_xscale("log")
+  ax.set_xlabel("train k tokens/s")
+  ax.set_ylabel(metric_label or metric)
+  ax.set_title(title, fontsize=9)
+  ax.grid(True, which="both", alpha=0.3)
+  fig.tight_layout()
+  import io  # pylint: disable=g-import-not-at-top
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
+  plt.close(fig)
+  write_atomic(path, buf.getvalue())
+  return path
+
+
+def parse_devices(spec: str, available: int) -> list:
+  """Device counts of ``--devices``: [] for off, 1,2,4,..,N for "all"/"auto"/N, or a list.
+
+  "auto" sweeps only when more than one device is present.
+  """
+  from seqbench.bench.sharding import device_counts  # pylint: disable=g-import-not-at-top
+  spec = spec.strip().lower()
+  if spec in ("off", "none", "0"):
+    return []
+  if spec == "auto":
+    return device_counts(available) if available > 1 else []
+  if spec == "all":
+    return device_counts(available)
+  try:
+    counts = [int(c) for c in spec.split(",") if c.strip()]
+  except ValueError:
+    raise ValueError(f"--devices: expected auto, all, off, N or a list like 1,2,8; "
+                     f"got {spec!r}") from None
+  if not counts or any(c < 1 or c > available for c in counts):
+    raise ValueError(f"--devices {spec}: counts must be between 1 and the {available} "
+                     f"device(s) present")
+  return device_counts(counts[0]) if len(counts) == 1 else sorted(set(counts))
+
+
 def build_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(prog="seqbench bench", description=(
       "Throughput of recurrent, truncated and convolutional models, with other "
       "frameworks' baselines measured in the same run."))
-  ap.add_argument("--suite", choices=["default", "full"], default="default")
+  ap.add_argument("--suite", choices=SUITE_NAMES, default="default",
+                  help="reference sizes (tiny: for tests, numbers mean nothing)")
   ap.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None,
                   help="JAX platform to measure (default: JAX's default backend)")
   ap.add_argument("--dtype", choices=sorted(DTYPES), default="f32")
@@ -117,23 +207,53 @@ def build_parser() -> argparse.ArgumentParser:
   ap.add_argument("--no-scaling", action="store_true", help="skip the T-scaling sweep")
   ap.add_argument("--only", default=None,
                   help="comma-separated substrings: run only entries whose name/executor match")
+  ap.add_argument("--devices", nargs="?", const="all", default="auto", metavar="SPEC",
+                  help="data-parallel train rows per device count: 'all' (the flag alone: "
+                  "1, 2, 4, ... up to every local device), N (1, 2, 4, ... up to N), a list "
+                  "'1,2,8', or 'off'; default 'auto' = 'all' when more than one device is "
+                  "present")
+  ap.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                  help="split the CPU into N XLA devices, to try --devices without "
+                  "accelerators (applied before JAX starts its backends)")
+  ap.add_argument("--distributed", action="store_true",
+                  help="call jax.distributed.initialize() first (multi-host; untested "
+                  "here); the device sweep then uses all processes' devices")
   return ap
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  import jax  # pylint: disable=g-import-not-at-top
+  # Everything that configures the backends comes before the first device query.
   if args.device:
-    import jax  # pylint: disable=g-import-not-at-top
     jax.config.update("jax_platforms", args.device)
-  import jax  # pylint: disable=g-import-not-at-top,reimported
+  if args.cpu_devices is not None:
+    if args.cpu_devices < 1:
+      parser.error(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+  if args.distributed:
+    jax.distributed.initialize()  # cluster auto-detected (TPU VM, SLURM, ...)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from seqbench.bench import suite as S  # pylint: disable=g-import-not-at-top
   from seqbench.bench.metadata import run_metadata  # pylint: disable=g-import-not-at-top
 
+  from seqbench.bench import sharding as SH  # pylint: disable=g-import-not-at-top
+
   dtype_name = DTYPES[args.dtype]
   dtype = jnp.dtype(dtype_name)
   size = S.SUITES[args.suite]
+  if jax.process_count() > 1:
+    # A sub-mesh of the first devices would leave other processes out.
+    counts = [jax.device_count()] if args.devices.strip().lower() != "off" else []
+    if jax.process_index() != 0:
+      args.out = os.path.join(args.out, f"process-{jax.process_index()}")
+  else:
+    try:
+      counts = parse_devices(args.devices, jax.local_device_count())
+    except ValueError as e:
+      parser.error(str(e))
   meta = run_metadata(dtype_name)
   command = "seqbench bench " + " ".join(argv if argv is not None else sys.argv[1:])
   print(f"seqbench bench: suite={args.suite} device={meta['device_kind']} ({meta['platform']}) "
@@ -186,8 +306,21 @@ def main(argv=None) -> int:
           print(f"[scaling T={t}] {row['model']:20s} {row['executor']:18s}"
                 f" {row['tokens_per_s'] / 1e3:10.1f} k tok/s", flush=True)
 
+  device_rows = []
+  if counts:
+    for entry in S.device_entries(size):
+      if args.only and not wanted(entry):
+        continue
+      for row in SH.device_rows(entry, size, dtype, counts):
+        device_rows.append(row)
+        partial.write(json.dumps({**row, "meta": meta}, default=str) + "\n")
+        partial.flush()
+        print(f"[devices={row['device_count']}] {row['model']:20s} {row['executor']:18s}"
+              f" B={row['batch']:<5d} {row['tokens_per_s'] / 1e3:10.1f} k tok/s", flush=True)
+    device_rows = SH.add_device_speedups(device_rows)
+
   wall = time.time() - started
-  all_rows = [{**r, "suite": args.suite, "meta": meta} for r in rows + scaling]
+  all_rows = [{**r, "suite": args.suite, "meta": meta} for r in rows + scaling + device_rows]
   write_atomic(os.path.join(args.out, "bench.jsonl"),
                "".join(json.dumps(r, default=str) + "\n" for r in all_rows))
   partial.close()
@@ -229,9 +362,27 @@ def main(argv=None) -> int:
     ]
     if plot:
       report += ["![throughput vs T](throughput_vs_T.png)", ""]
+  if device_rows:
+    per_device = size.device_batch or size.batch
+    report += [
+        f"## Data-parallel train step (batch {per_device} per device, T={size.time})",
+        "",
+        "One 1-D `data` mesh, batch sharded `P('data')`, parameters replicated "
+        "(`seqbench.bench.sharding`). Speed-up = tokens/s over the 1-device row; "
+        "efficiency = speed-up / devices (1.0 is perfect weak scaling)"
+        + (" — these are XLA's fake CPU devices sharing one host's cores, which shows "
+           "the rows work, not how real devices scale." if meta["platform"] == "cpu" and
+           jax.device_count() > 1 else "."),
+        "",
+        device_table(device_rows),
+        "",
+    ]
   write_atomic(os.path.join(args.out, "REPORT.md"), "\n".join(report))
   print()
   print(table)
+  if device_rows:
+    print()
+    print(device_table(device_rows))
   print(f"\nwrote {args.out}/bench.jsonl, REPORT.md ({wall:.0f} s)")
   return 0
 

@@ -43,6 +43,8 @@ class SuiteSize:
   scaling_batch: int
   scaling_times: tuple
   n: int
+  #: Per-device batch of the data-parallel (``device_count``) rows; 0: ``batch``.
+  device_batch: int = 0
 
 
 SUITES = {
@@ -54,6 +56,11 @@ SUITES = {
     "full": SuiteSize(batch=64, time=256, input_size=256, hidden=512, ks=(16, 64),
                       tcn_levels=8, tcn_kernel=3, scaling_batch=32,
                       scaling_times=(64, 256, 1024, 4096), n=20),
+    # For tests only (a whole `seqbench bench` in well under a minute on CPU):
+    # the numbers mean nothing.
+    "tiny": SuiteSize(batch=8, time=16, input_size=8, hidden=16, ks=(4,),
+                      tcn_levels=2, tcn_kernel=2, scaling_batch=2,
+                      scaling_times=(8, 32), n=2, device_batch=2),
 }
 
 # Dense peak TFLOP/s by device kind substring and dtype. float32 is compared
@@ -178,10 +185,22 @@ def entries(size: SuiteSize) -> list:
   return out
 
 
-def _train_step(apply: Callable, optimizer):
+def bench_loss(apply: Callable) -> Callable:
+  """The benchmark's loss, ``mean(y**2)`` in float32, of ``apply(params, xs)``."""
 
   def loss_fn(params, xs):
     return jnp.mean(jnp.square(apply(params, xs).astype(jnp.float32)))
+
+  return loss_fn
+
+
+def train_step(apply: Callable, optimizer) -> Callable:
+  """``step(params, opt_state, xs) -> (params, opt_state, loss)``: one optimizer step.
+
+  The data-parallel step of :mod:`seqbench.bench.sharding` wraps this very
+  function, so one- and many-device rows time the same computation.
+  """
+  loss_fn = bench_loss(apply)
 
   def step(params, opt_state, xs):
     loss, grads = jax.value_and_grad(loss_fn)(params, xs)
@@ -191,14 +210,18 @@ def _train_step(apply: Callable, optimizer):
   return step
 
 
+_train_step = train_step  # the name earlier code used
+
+
 def _row(entry: Entry, mode: str, size: SuiteSize, time_len: int, batch: int, timing,
-         dtype_name: str, device_kind: str) -> dict:
+         dtype_name: str, device_kind: str, device_count: int = 1) -> dict:
   tokens = batch * (1 if mode == "stream" else time_len)
   row = {"model": entry.name, "family": entry.family, "framework": "jax",
          "executor": entry.executor, "k": entry.k, "mode": mode, "batch": batch,
          "time": time_len, "input_size": size.input_size, "hidden": size.hidden,
-         "dtype": dtype_name, "tokens_per_s": tokens / (timing.median_ms / 1e3),
-         **timing.to_json()}
+         "dtype": dtype_name, "device_count": device_count,
+         "tokens_per_s": tokens / (timing.median_ms / 1e3), **timing.to_json()}
+  # XLA's cost analysis of an SPMD program counts one device's share.
   peak = peak_tflops(device_kind, dtype_name)
   if timing.flops and peak:
     row["pct_peak"] = 100 * timing.flops / (timing.median_ms / 1e3) / (peak * 1e12)
@@ -219,7 +242,7 @@ def run_entry(entry: Entry, size: SuiteSize, dtype, *, modes=("train", "forward"
   for mode in modes:
     if mode == "train":
       optimizer = optax.adam(1e-3)
-      timing = time_compiled(_train_step(apply, optimizer), params, optimizer.init(params), xs,
+      timing = time_compiled(train_step(apply, optimizer), params, optimizer.init(params), xs,
                              n=size.n)
     elif mode == "forward":
       timing = time_compiled(apply, params, xs, n=size.n)
@@ -241,6 +264,7 @@ def torch_rows(size: SuiteSize, dtype_name: str) -> Iterator[dict]:
     return
   base = {"framework": "torch", "k": None, "batch": size.batch, "time": size.time,
           "input_size": size.input_size, "hidden": size.hidden, "dtype": dtype_name,
+          "device_count": 1,
           "torch_version": tb.version(), "torch_device": tb.device_kind(),
           "torch_matmul_precision": tb.matmul_precision()}
   lstm = tb.lstm_rows(size.batch, size.time, size.input_size, size.hidden, dtype_name, size.n)
@@ -266,8 +290,10 @@ FAMILY_BASELINES = {
 def add_ratios(rows: list) -> list:
   """Each row's throughput ratio to its family's baseline in the same run.
 
-  ``ratio = baseline_median_ms / row_median_ms`` for the same mode, size and
-  dtype (> 1: faster than the baseline). Rows without a baseline get ``None``.
+  ``ratio = baseline_median_ms / row_median_ms`` for the same mode, size,
+  dtype and device count (> 1: faster than the baseline); the first baseline
+  of :data:`FAMILY_BASELINES` present wins. Rows without a baseline get
+  ``None``.
   """
   out = []
   for row in rows:
@@ -275,7 +301,8 @@ def add_ratios(rows: list) -> list:
     for candidate in FAMILY_BASELINES.get(row["family"], ()):
       match = [b for b in rows if b["model"] == candidate and b["mode"] == row["mode"] and
                b["time"] == row["time"] and b["batch"] == row["batch"] and
-               b["dtype"] == row["dtype"]]
+               b["dtype"] == row["dtype"] and
+               b.get("device_count", 1) == row.get("device_count", 1)]
       if match:
         ratio = match[0]["median_ms"] / row["median_ms"]
         base_name = candidate
@@ -291,6 +318,16 @@ def scaling_entries(size: SuiteSize) -> list:
       _cell_entry("seqbench LSTM", _lstm, "truncated", k=16),
       _conv_entry("seqbench TCN", lambda s: sb.convnets.TCN(s.hidden, s.tcn_levels, s.tcn_kernel)),
       _cell_entry("seqbench LRU", _lru, "parallel"),
+  ]
+
+
+def device_entries(size: SuiteSize) -> list:
+  """Models of the data-parallel sweep (train rows per device count)."""
+  del size
+  return [
+      _cell_entry("seqbench LSTM", _lstm, "scan", unroll=8),
+      _cell_entry("seqbench LSTM", _lstm, "truncated", k=16),
+      _conv_entry("seqbench TCN", lambda s: sb.convnets.TCN(s.hidden, s.tcn_levels, s.tcn_kernel)),
   ]
 
 
