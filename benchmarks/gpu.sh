@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One GPU session's worth of measurements, written to one folder.
 #
-#   bash benchmarks/gpu.sh OUT_DIR
+#   SEQBENCH_GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu.sh OUT_DIR
+#
+# (the SHA is passed in because the copy of the tree on a remote GPU machine
+# has no .git; every row records it.)
 #
 # Installs nothing: it needs jax (with the CUDA plugin), flax, optax, chex and
 # torch already on the machine, and runs seqbench from the source tree. Runs

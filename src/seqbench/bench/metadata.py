@@ -32,8 +32,16 @@ def _git(*args: str) -> Optional[str]:
 
 @functools.lru_cache(maxsize=1)
 def git_state() -> dict:
-  """Commit SHA and whether the work tree had uncommitted changes."""
+  """Commit SHA and whether the work tree had uncommitted changes.
+
+  A copy of the tree without ``.git`` (a remote benchmark machine) cannot ask
+  git; the launcher then passes ``SEQBENCH_GIT_SHA`` (and optionally
+  ``SEQBENCH_GIT_DIRTY=1``) from the checkout it copied.
+  """
   sha = _git("rev-parse", "HEAD")
+  if sha is None and os.environ.get("SEQBENCH_GIT_SHA"):
+    return {"git_sha": os.environ["SEQBENCH_GIT_SHA"],
+            "git_dirty": os.environ.get("SEQBENCH_GIT_DIRTY") == "1"}
   status = _git("status", "--porcelain", "--untracked-files=no")
   return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
 
