@@ -452,3 +452,18 @@ def test_property_shapes_and_causality(case):
     np.testing.assert_array_equal(y1[..., s + rf :, :], y0[..., s + rf :, :])
     if s + rf - 1 < t_len:  # the edge of the window is live
         assert not np.array_equal(y1[..., s + rf - 1, :], y0[..., s + rf - 1, :])
+
+
+def test_auto_conv_impl_picks_by_backend_and_matches_explicit_forms():
+  assert convnets.DEFAULT_CONV_IMPL == "auto"
+  # The test machine is a CPU: auto is the CPU form.
+  assert convnets.resolve_conv_impl("auto") == convnets.CPU_CONV_IMPL
+  assert convnets.resolve_conv_impl("im2col") == "im2col"
+  net_auto = TCN(4, 2, 3)
+  params = net_auto.init(jax.random.PRNGKey(0), 3)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 3))
+  for impl in (convnets.CPU_CONV_IMPL, convnets.ACCELERATOR_CONV_IMPL):
+    np.testing.assert_allclose(net_auto.apply(params, xs),
+                               TCN(4, 2, 3, conv_impl=impl).apply(params, xs), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="conv_impl"):
+    TCN(4, 2, 3, conv_impl="fft")

@@ -45,6 +45,7 @@ from jax import lax
 __all__ = [
     "CONV_IMPLS",
     "DEFAULT_CONV_IMPL",
+    "resolve_conv_impl",
     "TCN",
     "WaveNet",
     "causal_conv",
@@ -70,7 +71,9 @@ Params = Any  # nested dicts / lists of jnp arrays
 #:   Kept as the slow reference for benchmarks.
 CONV_IMPLS = ("shifted_matmul", "im2col", "shifted_output", "lax_conv", "lax_conv_ncw")
 
-#: Default ``conv_impl``: ``"im2col"``, chosen by measurement
+#: Default ``conv_impl``: ``"auto"``, which is :data:`ACCELERATOR_CONV_IMPL`
+#: on GPU/TPU and :data:`CPU_CONV_IMPL` on the CPU. ``"im2col"`` was chosen by
+#: measurement
 #: (``benchmarks/tcn_forms.py``; B=64, T=256, D=256, 8 levels, kernel 3, 512
 #: channels, float32 with XLA's default TF32 matmuls, NVIDIA H200, jax 0.11.2,
 #: median of 20 calls):
@@ -97,9 +100,18 @@ CONV_IMPLS = ("shifted_matmul", "im2col", "shifted_output", "lax_conv", "lax_con
 #: bfloat16 the three matmul forms were within 3% of each other fwd+bwd
 #: (4.6 ms) and ``im2col`` again fastest forward (1.4 ms). On a 2-core CPU
 #: (``benchmarks/results/cpu``) ``lax_conv`` was fastest (oneDNN convolutions)
-#: and ``im2col`` close to ``shifted_matmul``; pass ``conv_impl="lax_conv"``
-#: for CPU-only work.
-DEFAULT_CONV_IMPL = "im2col"
+#: and ``im2col`` close to ``shifted_matmul`` (fwd 89 vs 162 ms at B=32,
+#: T=128, 256 channels), hence the CPU choice.
+ACCELERATOR_CONV_IMPL = "im2col"
+CPU_CONV_IMPL = "lax_conv"
+DEFAULT_CONV_IMPL = "auto"
+
+
+def resolve_conv_impl(impl: str) -> str:
+    """The concrete form behind ``impl`` (``"auto"`` picks by JAX's default backend)."""
+    if impl == "auto":
+        return CPU_CONV_IMPL if jax.default_backend() == "cpu" else ACCELERATOR_CONV_IMPL
+    return impl
 
 
 # ---------------------------------------------------------------------------
@@ -135,13 +147,15 @@ def causal_conv(
             present input, ``w[k]`` the input ``(K-1-k)*dilation`` steps back.
         b: bias, shape ``(D_out,)``, or ``None``.
         dilation: spacing ``d >= 1`` between taps.
-        impl: one of :data:`CONV_IMPLS` (how to compute it; same numbers).
+        impl: one of :data:`CONV_IMPLS`, or ``"auto"`` (how to compute it; same
+            numbers).
 
     Returns:
         ``y`` of shape ``(..., T, D_out)``.
     """
     if x.ndim < 2:
         raise ValueError(f"causal_conv expects x of shape (..., T, D), got {x.shape}")
+    impl = resolve_conv_impl(impl)
     k_size, d_in, d_out = w.shape
     if x.shape[-1] != d_in:
         raise ValueError(f"causal_conv expects input size {d_in}, got {x.shape[-1]}")
@@ -259,8 +273,8 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 
 
 def _check_impl(conv_impl: str) -> None:
-    if conv_impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}")
+    if conv_impl != "auto" and conv_impl not in CONV_IMPLS:
+        raise ValueError(f"conv_impl must be 'auto' or one of {CONV_IMPLS}, got {conv_impl!r}")
 
 
 def _check_input(name: str, xs: jax.Array, expected: int, what: str = "(..., T, D)") -> None:
@@ -344,7 +358,8 @@ class TCN:
         dropout: elementwise dropout rate in ``[0, 1)`` after each ReLU in a
             block, only applied when ``apply(..., deterministic=False)``.
         weight_norm: reparametrise conv kernels as ``g v / ||v||``.
-        conv_impl: how convolutions are computed, one of :data:`CONV_IMPLS`.
+        conv_impl: how convolutions are computed: ``"auto"`` (by backend) or one of
+            :data:`CONV_IMPLS`.
     """
 
     hidden_size: int
@@ -592,7 +607,8 @@ class WaveNet:
         kernel_size: taps per dilated conv (2 in the paper).
         stacks: how many times the dilation cycle repeats.
         skip_size: width of the skip connections (default ``hidden_size``).
-        conv_impl: how convolutions are computed, one of :data:`CONV_IMPLS`.
+        conv_impl: how convolutions are computed: ``"auto"`` (by backend) or one of
+            :data:`CONV_IMPLS`.
     """
 
     hidden_size: int
