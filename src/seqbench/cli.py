@@ -13,6 +13,10 @@ USAGE = """usage: seqbench COMMAND [ARGS]
 commands:
   bench    throughput of recurrent, truncated and conv models vs baselines
   data     list datasets, print their statistics
+  list     named experiments (one per published table row)
+  train    train one named experiment
+  sweep    run a grid of experiments x seeds (resumable, shardable)
+  report   tables and plots from results.jsonl files
 """
 
 
@@ -26,7 +30,28 @@ def _data(argv):
   return data_main(argv)
 
 
-COMMANDS = {"bench": _bench, "data": _data}
+def _list(argv):
+  from seqbench.experiments import list_main  # pylint: disable=g-import-not-at-top
+  return list_main(argv)
+
+
+def _train(argv):
+  from seqbench.train import train_main  # pylint: disable=g-import-not-at-top
+  return train_main(argv)
+
+
+def _sweep(argv):
+  from seqbench.sweep import sweep_main  # pylint: disable=g-import-not-at-top
+  return sweep_main(argv)
+
+
+def _report(argv):
+  from seqbench.report import report_main  # pylint: disable=g-import-not-at-top
+  return report_main(argv)
+
+
+COMMANDS = {"bench": _bench, "data": _data, "list": _list, "train": _train,
+            "sweep": _sweep, "report": _report}
 
 
 def main(argv=None) -> int:
@@ -39,7 +64,11 @@ def main(argv=None) -> int:
     print(f"seqbench: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}",
           file=sys.stderr)
     return 2
-  return command(argv[1:])
+  try:
+    return command(argv[1:])
+  except BrokenPipeError:  # e.g. `seqbench list | head`: the reader left
+    sys.stderr.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+"""Studies beyond the tables: truncation (inference and training) and the λ sweep.
+
+Grids are data: a named base experiment plus a list of override dicts
+(:class:`Grid`); every grid point is also registered as an experiment of its
+own (``NAME`` = base name + suffix) so that ``seqbench train`` and sweeps can
+run it.
+
+* ``trunc-eval-{jsb,wikitext2}-{rnn,lstm}-{stable,unstable}`` (study a): train
+  the Table 1 model, then evaluate the best checkpoint as the truncated model
+  ``truncated(k)`` for k = 1, 2, 4, ..., 256 (``train.eval_ks``): metric vs k
+  and the gap ``||y - y^k||`` vs k go to ``OUT/curves/RUN_ID.json``.
+* ``trunc-train-jsb-{rnn,lstm}-{stable,unstable}-k{K}`` (study b): the same
+  model *trained* as the truncated model at each k (training equivalence,
+  paper.md §3).
+* ``lam-jsb-{rnn,lstm}-lam{λ}``: the stability/performance frontier, the
+  stable JSB model projected with λ in {0.5, 0.8, 0.9, 0.95, 0.99, 1.0}.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from seqbench.experiments import miller_hardt
+from seqbench.experiments.config import Experiment, apply_overrides
+
+#: The window lengths of the truncation studies.
+KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: The λ sweep.
+LAMS = (0.5, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """A named base experiment and one override dict per grid point.
+
+  Attributes:
+    name: the grid's name (a prefix of its points' names).
+    base: the base experiment.
+    points: ``(suffix, overrides)`` pairs; point names are ``name + suffix``.
+    title: one line.
+  """
+
+  name: str
+  base: Experiment
+  points: tuple
+  title: str = ""
+
+  def expand(self) -> list[Experiment]:
+    out = []
+    for suffix, overrides in self.points:
+      exp = apply_overrides(self.base, dict(overrides))
+      out.append(dataclasses.replace(exp, name=self.name + suffix,
+                                     title=f"{self.title} [{suffix.lstrip('-')}]"))
+    return out
+
+
+def _variant(stable: bool) -> str:
+  return "stable" if stable else "unstable"
+
+
+def trunc_eval() -> list[Experiment]:
+  out = []
+  for make, task, cost_cpu, cost_gpu in (
+      (miller_hardt.jsb, "jsb", "the Table 1 run + ~5 min of truncated evaluation",
+       "~10 min"),
+      (miller_hardt.wikitext2, "wikitext2", "days (the truncated test pass costs k x a scan)",
+       "~10 min + the Table 1 run")):
+    for backbone in ("rnn", "lstm"):
+      for stable in (False, True):
+        base = make(backbone, stable)
+        out.append(dataclasses.replace(
+            base, name=f"trunc-eval-{task}-{backbone}-{_variant(stable)}",
+            title=(f"Truncation study (a): {base.title}, evaluated as truncated(k), "
+                   f"k = 1..256"),
+            train=dataclasses.replace(base.train, eval_ks=KS), group="trunc-eval",
+            cost_cpu=cost_cpu, cost_gpu=cost_gpu,
+            published=None, published_note="",
+            notes=("Metric and ||y - y^k|| vs k for the best checkpoint; for the LM each "
+                   "scored token gets exactly k inputs of context.")))
+  return out
+
+
+def grids() -> dict[str, Grid]:
+  out = {}
+  for backbone in ("rnn", "lstm"):
+    for stable in (False, True):
+      base = miller_hardt.jsb(backbone, stable)
+      base = dataclasses.replace(base, group="trunc-train", published=None, published_note="",
+                                 cost_cpu="~0.5-3 h (truncated training costs ~k x scan)",
+                                 cost_gpu="~10-20 min")
+      name = f"trunc-train-jsb-{backbone}-{_variant(stable)}"
+      out[name] = Grid(
+          name=name, base=base,
+          points=tuple((f"-k{k}", {"model.executor": "truncated", "model.k": k}) for k in KS),
+          title=f"Truncation study (b): {base.title}, trained as truncated(k)")
+    base = miller_hardt.jsb(backbone, True)
+    base = dataclasses.replace(base, group="lam-sweep", published=None, published_note="")
+    name = f"lam-jsb-{backbone}"
+    out[name] = Grid(
+        name=name, base=base,
+        points=tuple((f"-lam{lam:g}", {"train.lam": lam}) for lam in LAMS),
+        title=f"λ sweep: {base.title}")
+  return out
+
+
+def experiments() -> list[Experiment]:
+  out = trunc_eval()
+  for grid in grids().values():
+    out.extend(grid.expand())
+  return out
+
+
+def grid_overrides(grid: Grid) -> list[Mapping[str, Any]]:
+  """The override dicts of a grid (data, for sweeps)."""
+  return [dict(o) for _, o in grid.points]

@@ -1,0 +1,1033 @@
+r"""The single training / evaluation loop for every task and model.
+
+``run_experiment(name_or_experiment, seed=0, out_dir=...)`` trains one model
+and appends one row to ``OUT/results.jsonl``; ``run_experiments_vmapped`` trains
+several variants that share shapes (seeds, stable/unstable, λ, lr) *together*
+in one compiled program by ``vmap`` over a leading model axis, with results
+equal to separate runs. ``seqbench train EXPERIMENT`` (:func:`train_main`, also
+``python -m seqbench.train``) is the command line.
+
+What one run does (:class:`TrainConfig` has the knobs):
+
+1. build the task, the :class:`~seqbench.models.Model` and an optax optimiser
+   (``sgd``/``adam``/``rmsprop``, optional momentum, global-norm clipping);
+   the learning rate is an injected hyper-parameter, so the plateau rules
+   change it without recompiling;
+2. each step: forward/backward, update, and for stable variants the projection
+   of *every* recurrent layer onto the stable set
+   (:func:`seqbench.stability.project_tree`, i.e. projected gradient
+   descent, after every update); language models carry the state across
+   consecutive BPTT windows (reset each epoch, as pytorch/examples);
+3. a non-finite loss or gradient marks the run diverged at that step; the
+   update is not applied, the run stops at the end of the epoch and records
+   it;
+4. after each epoch: the valid metric, the learning-rate rule (``plateau``: ÷4
+   without improvement; ``jsb``: the authors' rule), the best-valid params,
+   a checkpoint (also every ``checkpoint_seconds`` within an epoch);
+5. at the end: the best-valid params on test, the certified contraction bound
+   (max over layers of :func:`seqbench.stability.lipschitz_bound`) and
+   :func:`seqbench.stability.empirical_contraction` on test data, the
+   truncation study (``eval_ks``), the row.
+
+Resuming: checkpoints live in ``OUT/checkpoints/RUN_ID/``; re-running the same
+command after a kill continues from the last one and gives the same result as
+an uninterrupted run (data order and dropout keys are functions of the seed,
+epoch and step only). A run whose row is already in ``results.jsonl`` is not
+run again.
+
+Outputs in ``OUT``:
+
+* ``results.jsonl``: one JSON object per run with exactly :data:`RESULT_KEYS`,
+  appended with a single ``os.write`` on an ``O_APPEND`` descriptor (a reader
+  never sees half a row; :func:`read_results` skips a torn last line);
+* ``curves/RUN_ID.json``: per-epoch history (train loss, valid metric, lr,
+  certified bound) and the truncation study (metric and ``||y - y^k||`` per k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import serialization
+
+from seqbench import stability
+from seqbench import tasks as tasks_lib
+from seqbench.bench.metadata import run_metadata
+from seqbench.bench.run import write_atomic
+from seqbench.experiments import (ConfigError, Experiment, TrainConfig, apply_overrides,
+                                  get_experiment, parse_set_args)
+from seqbench.experiments import smoke as smoke_config
+from seqbench.models import Model, ModelConfig
+
+#: The keys of a result row, in order (other tools rely on exactly these):
+#:
+#: * ``model``: the backbone (``rnn``, ``lstm``, ``gru``, ``lru``, ``tcn``,
+#:   ``wavenet``); ``executor``: ``scan``/``truncated``/``parallel``, ``conv``
+#:   for conv nets; ``k``: the window when truncated, else null; ``lam``: null
+#:   unless ``stable``.
+#: * ``valid_metric``: the best valid metric (null for tasks without a valid
+#:   split: adding, copy -- their test metric is that of the final params);
+#:   ``test_metric``: the best-valid params on test (null when diverged).
+#: * ``epochs``: epochs completed; ``steps``: updates applied; ``wall_s``: the
+#:   whole run (across resumes; for a vmapped group, the group's);
+#:   ``tokens_per_s``: scored input steps trained per second per model,
+#:   excluding the first (compiling) step and evaluation.
+#: * ``diverged_step``: the step whose loss or gradient was first non-finite.
+#: * ``certified_bound``: max over layers of ``stability.lipschitz_bound``
+#:   (inputs assumed in [-1, 1]); ``empirical_contraction``: max over layers of
+#:   ``stability.empirical_contraction`` on test sequences; both null for conv
+#:   nets, and the certified bound is null too where it is infinite (an LSTM
+#:   whose forget gate can saturate at 1 in float32).
+#: * ``config``: the resolved experiment (task, task_options, model, train)
+#:   plus ``smoke`` and ``vmap_group_size``; ``run_id``: hash of name +
+#:   resolved config + seed (+ smoke), the same for a vmapped and a separate run.
+RESULT_KEYS = ("experiment", "task", "model", "executor", "k", "stable", "lam", "seed",
+               "metric_name", "valid_metric", "test_metric", "epochs", "steps", "wall_s",
+               "tokens_per_s", "diverged", "diverged_step", "certified_bound",
+               "empirical_contraction", "config", "git_sha", "git_dirty", "versions",
+               "device_kind", "device_count", "dtype", "run_id")
+
+RESULTS_FILE = "results.jsonl"
+_LOG_EVERY = 20  # steps between host syncs (progress bar, divergence check)
+
+
+# ---------------------------------------------------------------------------
+# Results.
+
+
+def _json_safe(x):
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if isinstance(x, dict):
+    return {k: _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  if isinstance(x, (np.floating,)):
+    return _json_safe(float(x))
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  return x
+
+
+def append_result(out_dir: str, row: Mapping[str, Any]) -> None:
+  """Append one row to ``out_dir/results.jsonl`` atomically.
+
+  The whole line goes out in a single ``os.write`` on an ``O_APPEND``
+  descriptor and is fsynced, so concurrent writers never interleave and a
+  kill leaves either the full line or nothing of it.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  data = (json.dumps(_json_safe(dict(row)), allow_nan=False) + "\n").encode()
+  fd = os.open(os.path.join(out_dir, RESULTS_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+               0o644)
+  try:
+    written = os.write(fd, data)
+    if written != len(data):  # never seen for regular files; refuse to leave a torn row
+      raise OSError(f"short write to {RESULTS_FILE}: {written} of {len(data)} bytes")
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def read_results(out_dir: str) -> list[dict]:
+  """All complete rows of ``out_dir/results.jsonl`` (a torn last line is skipped)."""
+  path = os.path.join(out_dir, RESULTS_FILE)
+  if not os.path.exists(path):
+    return []
+  rows = []
+  with open(path, "rb") as f:
+    for line in f:
+      if not line.endswith(b"\n"):
+        continue
+      try:
+        rows.append(json.loads(line))
+      except ValueError:
+        continue
+  return rows
+
+
+def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
+  """Stable hash of the experiment name, its resolved config and the seed."""
+  blob = json.dumps({"experiment": exp.name, "config": exp.resolved_dict(), "seed": int(seed),
+                     "smoke": bool(smoke)}, sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------
+# Resolving an experiment against its task.
+
+
+def resolve(experiment, overrides: Mapping[str, Any] = None, smoke: bool = False) -> Experiment:
+  """Name or Experiment -> Experiment with ``smoke`` then ``overrides`` applied."""
+  exp = get_experiment(experiment) if isinstance(experiment, str) else experiment
+  if not isinstance(exp, Experiment):
+    raise ConfigError(f"expected an experiment name or Experiment, got {experiment!r}")
+  if smoke:
+    exp = smoke_config(exp)
+  return apply_overrides(exp, dict(overrides or {}))
+
+
+def _task_sizes(task) -> tuple[int, int]:
+  """(input symbols or features, outputs) of a task."""
+  if task.family == "language":
+    return task.vocab_size, task.vocab_size
+  if task.family == "music":
+    return 88, 88
+  if task.family == "pixel":
+    return 1, 10
+  if task.name == "adding":
+    return 2, 1
+  return task.classes, task.classes  # copy
+
+
+def build(exp: Experiment):
+  """(task, model) for an experiment, sizes checked against the task."""
+  task = tasks_lib.get_task(exp.task, **exp.options())
+  n_in, n_out = _task_sizes(task)
+  cfg = exp.model
+  if cfg.input_size == 0:
+    cfg = dataclasses.replace(cfg, input_size=n_in)
+  if cfg.output_size == 0:
+    cfg = dataclasses.replace(cfg, output_size=n_out)
+  if cfg.input_size != n_in or cfg.output_size != n_out:
+    raise ConfigError(f"{exp.name}: model sizes {cfg.input_size} -> {cfg.output_size} do not "
+                      f"match task {exp.task!r} ({n_in} -> {n_out})")
+  if exp.train.stable and not cfg.is_recurrent:
+    raise ConfigError(f"{exp.name}: stable=True needs a recurrent backbone, not {cfg.backbone}")
+  return task, Model(cfg)
+
+
+# ---------------------------------------------------------------------------
+# Data.
+
+
+class _Data:
+  """Batches of one task with the experiment's batching rules."""
+
+  def __init__(self, task, exp: Experiment, model: Model):
+    self.task, self.exp, self.model = task, exp, model
+    t = exp.train
+    self.family = task.family
+    self.lm_context = t.context
+    truncated_rnn = model.config.is_recurrent and model.config.executor == "truncated"
+    if self.family == "language" and self.lm_context is None and truncated_rnn:
+      self.lm_context = truncated_context(model.config.layers, model.config.k)
+    #: whether the carry flows from one training batch to the next.
+    self.carry_across = (self.family == "language" and self.lm_context is None
+                         and model.config.carries_state)
+    self.valid_split = "valid" if "valid" in task.splits else None
+    #: whether the training batches depend on the seed (shuffling).
+    self.seeded = self.family != "language"
+
+  def batches(self, split: str, *, train: bool, seed: int = 0, epoch: int = 0,
+              context: Optional[int] = None, limit: int = 0) -> Iterator[dict]:
+    t = self.exp.train
+    bs = t.batch_size if train else t.eval_batch_size
+    if self.family == "language":
+      ctx = self.lm_context if context is None else context
+      it = self.task.batches(split, bs, length=t.bptt, context=ctx, pad=True)
+    elif self.family == "music":
+      it = self.task.batches(split, bs, shuffle=train, seed=seed, epoch=epoch,
+                             length_multiple=t.length_multiple, pad_remainder=True)
+    else:
+      it = self.task.batches(split, bs, shuffle=train, seed=seed, epoch=epoch,
+                             pad_remainder=True)
+    for i, b in enumerate(it):
+      if limit and i >= limit:
+        return
+      yield b
+
+
+def truncated_context(layers: int, k: int) -> int:
+  """Inputs a stack of ``layers`` k-truncated layers sees: ``layers (k - 1) + 1``.
+
+  Every layer is truncated at k on its own input, so the receptive fields
+  add up; LM windows give each scored token exactly this much history.
+  """
+  return layers * (k - 1) + 1
+
+
+def _units(batch: Mapping[str, np.ndarray]) -> float:
+  """Input time steps that carry real data in a batch (for tokens/s)."""
+  m = batch["mask"]
+  if m.ndim >= 2:
+    return float(m.sum())
+  return float(m.sum()) * batch["inputs"].shape[1]
+
+
+def _stack_batches(batches: Sequence[Mapping[str, np.ndarray]]) -> dict:
+  """Stack per-model batches on a new axis 0, zero-padding to common shapes."""
+  out = {}
+  for key in batches[0]:
+    arrs = [np.asarray(b[key]) for b in batches]
+    shape = tuple(max(s) for s in zip(*(a.shape for a in arrs)))
+    padded = []
+    for a in arrs:
+      if a.shape != shape:
+        a = np.pad(a, [(0, n - s) for s, n in zip(a.shape, shape)])
+      padded.append(a)
+    out[key] = np.stack(padded)
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Optimiser.
+
+
+def _optimizer_factory(t: TrainConfig):
+  def make(learning_rate):
+    parts = []
+    if t.clip > 0:
+      parts.append(optax.clip_by_global_norm(t.clip))
+    momentum = t.momentum or None
+    if t.optimizer == "sgd":
+      parts.append(optax.sgd(learning_rate, momentum=momentum))
+    elif t.optimizer == "adam":
+      parts.append(optax.adam(learning_rate))
+    else:  # PyTorch's RMSprop: alpha 0.99, eps outside the square root
+      parts.append(optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False,
+                                 momentum=momentum))
+    return optax.chain(*parts)
+  return make
+
+
+def make_optimizer(t: TrainConfig) -> optax.GradientTransformation:
+  """The optax optimiser of a config, with the learning rate injected (mutable)."""
+  return optax.inject_hyperparams(_optimizer_factory(t))(learning_rate=t.lr)
+
+
+def _set_lr(opt_state, lr):
+  hp = dict(opt_state.hyperparams)
+  hp["learning_rate"] = jnp.asarray(lr, dtype=jnp.asarray(hp["learning_rate"]).dtype)
+  return opt_state._replace(hyperparams=hp)
+
+
+# ---------------------------------------------------------------------------
+# Learning-rate rules (host side, once per epoch).
+
+
+def next_lr(rule: str, lr: float, t: TrainConfig, epoch: int, valid_losses: Sequence[float],
+            improved: bool) -> float:
+  """The learning rate after ``epoch`` (1-based) given the valid history.
+
+  ``valid_losses`` is the history including this epoch's value, oriented so
+  that lower is better.
+  """
+  if rule == "plateau":
+    return lr if improved else lr / t.lr_decay
+  if rule == "jsb":
+    # Authors' poly_music fork: if ep > 10 and vloss > max(vloss_list[-3:]): lr /= 10
+    prev = valid_losses[:-1]
+    if epoch > t.lr_decay_after and len(prev) >= 1 and valid_losses[-1] > max(prev[-3:]):
+      return lr / t.lr_decay
+    return lr
+  if rule == "step":
+    return lr / t.lr_decay if epoch % t.lr_step_epochs == 0 else lr
+  return lr
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints (flax msgpack, written atomically).
+
+
+def _save_checkpoint(path: str, tree, meta: dict) -> None:
+  leaves = jax.tree_util.tree_leaves(tree)
+  blob = serialization.msgpack_serialize(
+      {"leaves": {str(i): np.asarray(a) for i, a in enumerate(leaves)},
+       "meta": json.dumps(_json_safe(meta))})
+  write_atomic(path, blob)
+
+
+def _load_checkpoint(path: str, template):
+  with open(path, "rb") as f:
+    raw = serialization.msgpack_restore(f.read())
+  treedef = jax.tree_util.tree_structure(template)
+  leaves = [raw["leaves"][str(i)] for i in range(len(raw["leaves"]))]
+  if len(leaves) != treedef.num_leaves:
+    raise ValueError(f"checkpoint {path} does not match the model ({len(leaves)} arrays, "
+                     f"expected {treedef.num_leaves})")
+  ref = jax.tree_util.tree_leaves(template)
+  leaves = [jnp.asarray(a, dtype=r.dtype).reshape(r.shape) for a, r in zip(leaves, ref)]
+  return jax.tree_util.tree_unflatten(treedef, leaves), json.loads(raw["meta"])
+
+
+# ---------------------------------------------------------------------------
+# The trainer: M models, stacked on axis 0 when vmapped.
+
+
+@dataclasses.dataclass
+class _Member:
+  """One model of a (possibly vmapped) group."""
+  exp: Experiment
+  seed: int
+  run_id: str
+
+
+class _Trainer:
+  """Runs a group of models sharing shapes (one model when ``batched`` is False)."""
+
+  def __init__(self, members: Sequence[_Member], out_dir: str, *, batched: bool,
+               smoke: bool, progress: Optional[bool] = None, log=None):
+    self.members = list(members)
+    self.m = len(members)
+    self.batched = batched
+    self.smoke = smoke
+    self.out_dir = out_dir
+    self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    self.progress = sys.stderr.isatty() if progress is None else progress
+    exp0 = members[0].exp
+    self.exp = exp0
+    self.t = exp0.train
+    self.task, self.model = build(exp0)
+    self.data = _Data(self.task, exp0, self.model)
+    self.metric = self.task.metric
+    self.tx = make_optimizer(self.t)
+    self.cells_tree = self.model.cells_tree()
+    # Per-model projection: index into `self.lams`, -1 = not projected.
+    stable_lams = sorted({m.exp.train.lam for m in members if m.exp.train.stable})
+    self.lams = tuple(stable_lams)
+    self.proj_index = [self.lams.index(m.exp.train.lam) if m.exp.train.stable else -1
+                       for m in members]
+    self.shared_data = (not self.data.seeded) or len({m.seed for m in members}) == 1
+    self.ckpt_dir = os.path.join(out_dir, "checkpoints",
+                                 members[0].run_id if self.m == 1 else
+                                 "vmap-" + hashlib.sha256("".join(
+                                     x.run_id for x in members).encode()).hexdigest()[:16])
+    self._compile()
+
+  # ----------------------------------------------------------- tree helpers
+
+  def _stack(self, trees):
+    if not self.batched:
+      return trees[0]
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+  def _index(self, tree, i):
+    if not self.batched:
+      return tree
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+  # ------------------------------------------------------------ functions
+
+  def _project(self, params, proj_index):
+    """Projected params for the model's λ (or unchanged when not stable)."""
+    if not self.lams:
+      return params
+    out = params
+    for j, lam in enumerate(self.lams):
+      projected = stability.project_tree(self.cells_tree, params, lam, self.t.input_bound)
+      if isinstance(proj_index, int):
+        if proj_index == j:
+          out = projected
+      else:
+        out = jax.tree_util.tree_map(lambda p, o: jnp.where(proj_index == j, p, o),
+                                     projected, out)
+    return out
+
+  def _compile(self):
+    model, task, tx, metric = self.model, self.task, self.tx, self.metric
+    carry_across = self.data.carry_across
+    sum_loss = self.t.loss_reduction == "sum"
+
+    def train_step(state, batch, proj_index):
+      # optax mixes Python floats with int32 counters (Adam's bias correction):
+      # trace under standard promotion even where a caller set it to strict.
+      with jax.numpy_dtype_promotion("standard"):
+        return _train_step(state, batch, proj_index)
+
+    def _train_step(state, batch, proj_index):
+      params, carry = state["params"], state["carry"]
+      key = jax.random.fold_in(state["rng"], state["step"])
+
+      def loss_fn(p):
+        out, new_carry = model.apply(p, batch["inputs"], carry if carry_across else None,
+                                     key=key, train=True)
+        loss = task.loss(out, batch)
+        objective = loss * jnp.sum(batch["mask"]) if sum_loss else loss
+        return objective, (loss, new_carry)
+
+      (_, (loss, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, new_opt = tx.update(grads, state["opt"], params)
+      new_params = self._project(optax.apply_updates(params, updates), proj_index)
+      gnorm = optax.tree.norm(grads)
+      ok = state["alive"] & jnp.isfinite(loss) & jnp.isfinite(gnorm)
+      keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+      new_state = {
+          "params": keep(new_params, params),
+          "opt": keep(new_opt, state["opt"]),
+          "carry": keep(jax.lax.stop_gradient(new_carry), carry) if carry_across else carry,
+          "rng": state["rng"],
+          "step": state["step"] + 1,
+          "alive": ok,
+          "first_bad": jnp.where(state["alive"] & ~ok, state["step"], state["first_bad"]),
+          "updates": state["updates"] + ok.astype(jnp.int32),
+      }
+      return new_state, jnp.where(ok, loss, jnp.zeros_like(loss))
+
+    def eval_step(params, carry, batch):
+      out, new_carry = model.apply(params, batch["inputs"], carry, train=False)
+      total, count = metric(out, batch)
+      return total, count, new_carry
+
+    batch_axis = None if self.shared_data else 0
+    if self.batched:
+      step = jax.jit(jax.vmap(train_step, in_axes=(0, batch_axis, 0)), donate_argnums=(0,))
+      proj = jnp.asarray(self.proj_index, jnp.int32)
+      self._train_step = lambda state, batch: step(state, batch, proj)
+      eval_step = jax.vmap(eval_step, in_axes=(0, 0, None))
+    else:
+      pi = self.proj_index[0]
+      self._train_step = jax.jit(lambda state, batch: train_step(state, batch, pi),
+                                 donate_argnums=(0,))
+    self._eval_step = jax.jit(eval_step)
+
+  # ---------------------------------------------------------------- state
+
+  def _init_state(self):
+    states = []
+    for mem in self.members:
+      init_key, drop_key = jax.random.split(jax.random.PRNGKey(mem.seed))
+      params = self.model.init(init_key)
+      # Start inside the stable set (the projection is part of the model).
+      if mem.exp.train.stable:
+        params = stability.project_tree(self.cells_tree, params, mem.exp.train.lam,
+                                        self.t.input_bound)
+      with jax.numpy_dtype_promotion("standard"):
+        opt = _set_lr(self.tx.init(params), mem.exp.train.lr)
+      states.append({
+          "params": params, "opt": opt,
+          "carry": self._zero_carry() if self.data.carry_across else None,
+          "rng": drop_key, "step": jnp.zeros((), jnp.int32), "alive": jnp.ones((), bool),
+          "first_bad": jnp.full((), -1, jnp.int32), "updates": jnp.zeros((), jnp.int32),
+      })
+    return self._stack(states)
+
+  def _zero_carry(self):
+    # Distinct buffers per leaf (an LSTM's (c, h) zeros would otherwise be one
+    # array donated twice).
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True),
+                                  self.model.initial_carry((self.t.batch_size,)))
+
+  def _reset_carry(self, state):
+    if not self.data.carry_across:
+      return state
+    return {**state, "carry": self._stack([self._zero_carry()] * self.m)}
+
+  # ----------------------------------------------------------- evaluation
+
+  def evaluate(self, params, split: str, *, model: Optional[Model] = None,
+               context: Optional[int] = None) -> list[float]:
+    """Metric per model over a split (state carried across LM windows)."""
+    t = self.t
+    model = model or self.model
+    eval_step = self._eval_step if model is self.model else self._other_eval(model)
+    carry_across = self.data.family == "language" and model.config.carries_state and \
+        (context if context is not None else self.data.lm_context) is None
+    carry = None
+    totals = np.zeros(self.m)
+    counts = np.zeros(self.m)
+    for batch in self.data.batches(split, train=False, context=context,
+                                   limit=t.max_eval_batches):
+      if carry_across and carry is None:
+        carry = self._stack([model.initial_carry(batch["inputs"].shape[:1])] * self.m)
+      total, count, new_carry = eval_step(params, carry if carry_across else None, batch)
+      if carry_across:
+        carry = new_carry
+      totals += np.atleast_1d(np.asarray(total, np.float64))
+      counts += np.atleast_1d(np.asarray(count, np.float64))
+    return [float(self.metric.finalize(tt, c)) if c > 0 else math.nan
+            for tt, c in zip(totals, counts)]
+
+  def _other_eval(self, model: Model):
+    metric = self.metric
+
+    def eval_step(params, carry, batch):
+      out, new_carry = model.apply(params, batch["inputs"], carry, train=False)
+      total, count = metric(out, batch)
+      return total, count, new_carry
+
+    if self.batched:
+      eval_step = jax.vmap(eval_step, in_axes=(0, 0, None))
+    return jax.jit(eval_step)
+
+  def truncation_study(self, params, ks: Sequence[int]) -> list[list[dict]]:
+    """Per model, per k: test metric of truncated(k) and the gap ``||y - y^k||``."""
+    full = self.model if self.model.config.executor == "scan" else \
+        self.model.with_executor("scan")
+    metric = self.metric
+    out = [[] for _ in range(self.m)]
+    for k in ks:
+      trunc = self.model.with_executor("truncated", k)
+
+      def step(p, batch, trunc=trunc):
+        y, _ = full.apply(p, batch["inputs"], None, train=False)
+        yk, _ = trunc.apply(p, batch["inputs"], None, train=False)
+        total, count = metric(yk, batch)
+        d = jnp.linalg.norm((y - yk).astype(jnp.float32), axis=-1)
+        m = batch["mask"].astype(jnp.float32)
+        m = jnp.broadcast_to(m.reshape(m.shape + (1,) * (d.ndim - m.ndim)), d.shape)
+        return total, count, jnp.sum(d * m), jnp.max(d * m), jnp.sum(m)
+
+      if self.batched:
+        step = jax.vmap(step, in_axes=(0, None))
+      step = jax.jit(step)
+      acc = np.zeros((5, self.m))
+      acc[3] = 0.0
+      lm_context = truncated_context(self.model.config.layers, k)
+      for batch in self.data.batches("test", train=False, context=lm_context if
+                                     self.data.family == "language" else None,
+                                     limit=self.t.max_eval_batches):
+        vals = [np.atleast_1d(np.asarray(v, np.float64)) for v in step(params, batch)]
+        acc[0] += vals[0]
+        acc[1] += vals[1]
+        acc[2] += vals[2]
+        acc[3] = np.maximum(acc[3], vals[3])
+        acc[4] += vals[4]
+      for i in range(self.m):
+        out[i].append({
+            "k": int(k),
+            "test_metric": float(metric.finalize(acc[0, i], acc[1, i])) if acc[1, i] else None,
+            "gap_mean": float(acc[2, i] / acc[4, i]) if acc[4, i] else None,
+            "gap_max": float(acc[3, i]),
+        })
+    return out
+
+  def certified_bound(self, params) -> Optional[float]:
+    if not self.model.config.is_recurrent:
+      return None
+    bounds = [float(stability.lipschitz_bound(cell, p, self.t.input_bound))
+              for cell, p in zip(self.model.cells, params["backbone"])]
+    return max(bounds)
+
+  def contraction(self, params) -> Optional[float]:
+    """Max over layers of the measured contraction along test trajectories.
+
+    Up to ``contraction_rows`` real sequences of each of the first
+    ``contraction_batches`` test batches, from the zero state, cut to their
+    common real length and to ``contraction_steps`` steps.
+    """
+    if not self.model.config.is_recurrent:
+      return None
+    t = self.t
+    best = 0.0
+    for batch in self.data.batches("test", train=False, limit=t.contraction_batches):
+      mask = batch["mask"].reshape(batch["mask"].shape[0], -1)
+      rows = np.flatnonzero(mask.max(axis=1) > 0)[:t.contraction_rows]
+      if rows.size == 0:
+        continue
+      length = batch["inputs"].shape[1]
+      if batch["mask"].ndim >= 2:  # per-step masks: stay within the real steps
+        length = int(mask[rows].sum(axis=1).min())
+      length = max(1, min(length, t.contraction_steps))
+      inputs = jnp.asarray(batch["inputs"][rows][:, :length])
+      _, _, layer_inputs = self.model.features(params, inputs, None, return_layers=True)
+      for cell, p, xs in zip(self.model.cells, params["backbone"], layer_inputs):
+        best = max(best, float(_contraction_fn(cell)(p, xs)))
+    return best
+
+  # ------------------------------------------------------------------- run
+
+  def run(self) -> list[dict]:
+    t = self.t
+    start_wall = time.monotonic()
+    os.makedirs(self.ckpt_dir, exist_ok=True)
+    ckpt_path = os.path.join(self.ckpt_dir, "state.msgpack")
+    state = self._init_state()
+    best_params = jax.tree_util.tree_map(jnp.copy, state["params"])
+    meta = {
+        "epoch": 0, "step_in_epoch": 0, "lr": [m.exp.train.lr for m in self.members],
+        "best_valid": [None] * self.m, "valid_hist": [[] for _ in range(self.m)],
+        "history": [[] for _ in range(self.m)], "wall_s": 0.0, "train_s": 0.0,
+        "train_units": 0.0, "epoch_loss": [0.0] * self.m, "epoch_batches": 0,
+        "diverged_step": [None] * self.m,
+    }
+    if os.path.exists(ckpt_path):
+      (state, best_params), meta = _load_checkpoint(ckpt_path, (state, best_params))
+      self.log(f"resuming {self.exp.name} from epoch {meta['epoch']} "
+               f"step {meta['step_in_epoch']} ({ckpt_path})")
+    wall_before = meta["wall_s"]
+
+    def save():
+      meta["wall_s"] = wall_before + (time.monotonic() - start_wall)
+      _save_checkpoint(ckpt_path, (state, best_params), meta)
+
+    steps_per_epoch = None
+    first_step_done = False
+    last_ckpt = time.monotonic()
+
+    for epoch in range(meta["epoch"], t.epochs):
+      if meta["step_in_epoch"] == 0:
+        state = self._reset_carry(state)
+        meta["epoch_loss"], meta["epoch_batches"] = [0.0] * self.m, 0
+      skip = meta["step_in_epoch"]
+      iters = [self.data.batches("train", train=True, seed=mem.seed, epoch=epoch,
+                                 limit=t.max_steps_per_epoch)
+               for mem in (self.members[:1] if self.shared_data else self.members)]
+      bar = _progress(self.progress, steps_per_epoch,
+                      f"{self.exp.name} epoch {epoch + 1}/{t.epochs}")
+      pending = []  # device losses since the last sync
+      t0 = time.monotonic()
+      units = 0.0
+      n = 0
+      for n, group in enumerate(zip(*iters), start=1):
+        if n <= skip:
+          bar.update(1)
+          continue
+        batch = group[0] if self.shared_data else _stack_batches(group)
+        batch_units = _units(group[0])
+        state, loss = self._train_step(state, batch)
+        pending.append(loss)
+        if not first_step_done:
+          # The first step compiles: neither its time nor its tokens count in
+          # the throughput (later new shapes, e.g. music lengths, do count).
+          jax.block_until_ready(loss)
+          first_step_done = True
+          t0 = time.monotonic()
+        else:
+          units += batch_units
+        meta["step_in_epoch"] = n
+        if len(pending) >= _LOG_EVERY:
+          self._sync(pending, meta)
+          pending = []
+          elapsed = time.monotonic() - t0
+          rate = units / max(elapsed, 1e-9)
+          bar.set_postfix(loss=f"{np.mean(meta['epoch_loss']) / max(meta['epoch_batches'], 1):.4g}",
+                          tok_s=f"{rate:,.0f}")
+          if time.monotonic() - last_ckpt > t.checkpoint_seconds:
+            meta["train_s"] += time.monotonic() - t0
+            meta["train_units"] += units
+            t0, units = time.monotonic(), 0.0
+            save()
+            last_ckpt = time.monotonic()
+        bar.update(1)
+      self._sync(pending, meta)
+      jax.block_until_ready(state["params"])
+      meta["train_s"] += time.monotonic() - t0
+      meta["train_units"] += units
+      bar.close()
+      steps_per_epoch = n
+      # Divergence.
+      alive = np.atleast_1d(np.asarray(state["alive"]))
+      first_bad = np.atleast_1d(np.asarray(state["first_bad"]))
+      for i in range(self.m):
+        if not alive[i] and meta["diverged_step"][i] is None:
+          meta["diverged_step"][i] = int(first_bad[i])
+          self.log(f"{self.members[i].exp.name} seed {self.members[i].seed}: non-finite loss "
+                   f"at step {int(first_bad[i])}: diverged")
+      # Validation, lr rule, best params.
+      valid = self.evaluate(state["params"], self.data.valid_split) \
+          if self.data.valid_split else [None] * self.m
+      improved_any = []
+      for i in range(self.m):
+        mean_loss = meta["epoch_loss"][i] / max(meta["epoch_batches"], 1)
+        v = valid[i]
+        if v is not None and alive[i]:
+          oriented = -v if self.metric.higher_is_better else v
+          meta["valid_hist"][i].append(oriented)
+          best = meta["best_valid"][i]
+          improved = best is None or (math.isfinite(v) and
+                                      (v > best if self.metric.higher_is_better else v < best))
+          if improved:
+            meta["best_valid"][i] = v
+          meta["lr"][i] = next_lr(t.lr_schedule, meta["lr"][i], t, epoch + 1,
+                                  meta["valid_hist"][i], improved)
+          improved_any.append(improved)
+        else:
+          improved_any.append(False)
+          if alive[i]:
+            meta["lr"][i] = next_lr(t.lr_schedule if t.lr_schedule == "step" else "none",
+                                    meta["lr"][i], t, epoch + 1, [], False)
+        meta["history"][i].append({
+            "epoch": epoch + 1, "train_loss": mean_loss if alive[i] else None,
+            "valid_metric": v, "lr": meta["lr"][i],
+            "wall_s": wall_before + time.monotonic() - start_wall})
+      if self.data.valid_split:
+        mask = np.asarray(improved_any)
+        best_params = _select(best_params, state["params"], mask, self.batched)
+      else:
+        best_params = jax.tree_util.tree_map(jnp.copy, state["params"])
+      state = {**state, "opt": _set_lr(state["opt"], self._stack(
+          [jnp.asarray(lr, jnp.float32) for lr in meta["lr"]]) if self.batched
+          else meta["lr"][0])}
+      self.log(self._epoch_line(epoch, meta, valid))
+      meta["epoch"], meta["step_in_epoch"] = epoch + 1, 0
+      save()
+      last_ckpt = time.monotonic()
+      if not alive.any():
+        break
+    return self._finish(state, best_params, meta, wall_before, start_wall)
+
+  def _sync(self, pending, meta):
+    if not pending:
+      return
+    losses = np.asarray(jnp.stack(pending), np.float64).reshape(len(pending), -1)
+    for i in range(self.m):
+      meta["epoch_loss"][i] += float(losses[:, i].sum())
+    meta["epoch_batches"] += len(pending)
+
+  def _epoch_line(self, epoch, meta, valid) -> str:
+    parts = []
+    for i in range(self.m):
+      loss = meta["epoch_loss"][i] / max(meta["epoch_batches"], 1)
+      v = valid[i]
+      parts.append(f"train {loss:.4f}" + (f" valid {v:.4f}" if v is not None else "")
+                   + f" lr {meta['lr'][i]:.3g}")
+    rate = meta["train_units"] / max(meta["train_s"], 1e-9)
+    return (f"{self.exp.name} epoch {epoch + 1}/{self.t.epochs}: " + " | ".join(parts)
+            + f"  ({rate:,.0f} tokens/s per model)")
+
+  def _finish(self, state, best_params, meta, wall_before, start_wall) -> list[dict]:
+    t = self.t
+    rows = []
+    md = run_metadata(self.model.config.dtype)
+    ks = tuple(t.eval_ks)
+    alive = np.atleast_1d(np.asarray(state["alive"]))
+    updates = np.atleast_1d(np.asarray(state["updates"]))
+    test = self.evaluate(best_params, "test")
+    curves = self.truncation_study(best_params, ks) if ks else [[] for _ in range(self.m)]
+    wall = wall_before + time.monotonic() - start_wall
+    for i, mem in enumerate(self.members):
+      p_i = self._index(best_params, i)
+      diverged = meta["diverged_step"][i] is not None or not alive[i]
+      cert = self.certified_bound(self._index(state["params"], i) if diverged else p_i)
+      emp = None if diverged else self.contraction(p_i)
+      exp = mem.exp
+      cfg = exp.model
+      row = {
+          "experiment": exp.name, "task": exp.task, "model": cfg.backbone,
+          "executor": cfg.executor_name,
+          "k": cfg.k if (cfg.is_recurrent and cfg.executor == "truncated") else None,
+          "stable": bool(exp.train.stable), "lam": exp.train.lam if exp.train.stable else None,
+          "seed": int(mem.seed), "metric_name": self.metric.name,
+          "valid_metric": meta["best_valid"][i],
+          "test_metric": None if diverged else test[i],
+          "epochs": len(meta["history"][i]), "steps": int(updates[i]),
+          "wall_s": round(wall, 3),
+          "tokens_per_s": (meta["train_units"] / meta["train_s"]) if meta["train_s"] > 0 else None,
+          "diverged": bool(diverged), "diverged_step": meta["diverged_step"][i],
+          "certified_bound": cert, "empirical_contraction": emp,
+          "config": {**exp.resolved_dict(), "smoke": self.smoke,
+                     "vmap_group_size": self.m if self.batched else 1},
+          "git_sha": md.get("git_sha"), "git_dirty": md.get("git_dirty"),
+          "versions": md.get("versions"), "device_kind": md.get("device_kind"),
+          "device_count": md.get("device_count"), "dtype": md.get("dtype"),
+          "run_id": mem.run_id,
+      }
+      assert tuple(row) == RESULT_KEYS
+      write_atomic(os.path.join(self.out_dir, "curves", f"{mem.run_id}.json"), json.dumps(
+          _json_safe({"run_id": mem.run_id, "experiment": exp.name, "seed": mem.seed,
+                      "metric_name": self.metric.name, "lam": row["lam"],
+                      "certified_bound": cert, "history": meta["history"][i],
+                      "truncation": curves[i]}), indent=1))
+      if not any(r.get("run_id") == mem.run_id for r in read_results(self.out_dir)):
+        append_result(self.out_dir, row)
+      rows.append(_json_safe(row))
+    _remove_tree(self.ckpt_dir)
+    return rows
+
+
+_CONTRACTION_FNS: dict = {}
+
+
+def _contraction_fn(cell):
+  fn = _CONTRACTION_FNS.get(cell)
+  if fn is None:
+    fn = jax.jit(lambda p, xs: stability.empirical_contraction(cell, p, xs))
+    _CONTRACTION_FNS[cell] = fn
+  return fn
+
+
+def _select(best, current, improved: np.ndarray, batched: bool):
+  if not batched:  # copy: the training step donates (reuses) the current buffers
+    return jax.tree_util.tree_map(jnp.copy, current) if bool(improved[0]) else best
+  mask = jnp.asarray(improved)
+  return jax.tree_util.tree_map(
+      lambda c, b: jnp.where(mask.reshape((-1,) + (1,) * (c.ndim - 1)), c, b), current, best)
+
+
+def _remove_tree(path: str) -> None:
+  if not os.path.isdir(path):
+    return
+  for name in os.listdir(path):
+    os.unlink(os.path.join(path, name))
+  os.rmdir(path)
+
+
+class _NoBar:
+  def update(self, n=1):
+    pass
+
+  def set_postfix(self, **kw):
+    pass
+
+  def close(self):
+    pass
+
+
+def _progress(enabled: bool, total, desc: str):
+  if not enabled:
+    return _NoBar()
+  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+  return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------
+# Public entry points.
+
+
+def _existing(out_dir: str, rid: str) -> Optional[dict]:
+  for row in read_results(out_dir):
+    if row.get("run_id") == rid:
+      return row
+  return None
+
+
+def run_experiment(experiment, *, seed: int = 0, out_dir: str,
+                   overrides: Optional[Mapping[str, Any]] = None, smoke: bool = False,
+                   progress: Optional[bool] = None) -> dict:
+  """Train and evaluate one experiment; append its row to ``out_dir/results.jsonl``.
+
+  Args:
+    experiment: a registered name or an :class:`~seqbench.experiments.Experiment`.
+    seed: init, data-order and dropout seed.
+    out_dir: where results, curves and checkpoints go.
+    overrides: ``{"train.lr": 0.1, "hidden_size": "64", ...}`` (see
+      :func:`seqbench.experiments.apply_overrides`).
+    smoke: shrink to a run of seconds (:func:`seqbench.experiments.smoke`).
+    progress: show a progress bar (default: when stderr is a terminal).
+
+  Returns:
+    The result row (a dict with :data:`RESULT_KEYS`). If a row with the same
+    ``run_id`` already exists in ``out_dir`` it is returned without training.
+
+  Raises:
+    ConfigError: bad experiment name or override.
+    seqbench.tasks.DataError: the task's data is missing or broken.
+  """
+  exp = resolve(experiment, overrides, smoke)
+  rid = run_id(exp, seed, smoke)
+  done = _existing(out_dir, rid)
+  if done is not None:
+    return done
+  trainer = _Trainer([_Member(exp, int(seed), rid)], out_dir, batched=False, smoke=smoke,
+                     progress=progress)
+  return trainer.run()[0]
+
+
+#: Fields that may differ between the members of a vmapped group.
+VMAP_VARIABLE_FIELDS = ("stable", "lam", "lr")
+
+
+def run_experiments_vmapped(specs: Iterable, *, out_dir: str, smoke: bool = False,
+                            progress: Optional[bool] = None) -> list[dict]:
+  """Train several variants together in one compiled program (vmap over models).
+
+  Args:
+    specs: items ``(experiment, seed)`` or ``(experiment, seed, overrides)``
+      (experiment: a name or an Experiment). After overrides the experiments
+      must be identical except for ``train.stable``, ``train.lam``,
+      ``train.lr`` (:data:`VMAP_VARIABLE_FIELDS`) and the experiment name;
+      seeds may differ.
+    out_dir: as :func:`run_experiment`.
+    smoke: as :func:`run_experiment`.
+    progress: as :func:`run_experiment`.
+
+  Returns:
+    One row per spec, in order, each equal (up to float round-off) to the row
+    of the separate run with the same ``run_id``; rows already present in
+    ``out_dir`` are returned as they are and their runs are not repeated.
+  """
+  members = []
+  for spec in specs:
+    spec = tuple(spec)
+    exp_ref, seed = spec[0], int(spec[1])
+    overrides = spec[2] if len(spec) > 2 else {}
+    exp = resolve(exp_ref, overrides, smoke)
+    members.append(_Member(exp, seed, run_id(exp, seed, smoke)))
+  if not members:
+    return []
+  ref = members[0].exp
+
+  def comparable(e: Experiment):
+    train = dataclasses.replace(e.train, stable=False, lam=1.0, lr=1.0)
+    return (e.task, e.task_options, e.model, train)
+
+  for mem in members[1:]:
+    if comparable(mem.exp) != comparable(ref):
+      a, b = ref.resolved_dict(), mem.exp.resolved_dict()
+      diff = [f"{s}.{k}" for s in ("model", "train") for k in a[s]
+              if a[s][k] != b[s][k] and k not in VMAP_VARIABLE_FIELDS]
+      if a["task"] != b["task"] or a["task_options"] != b["task_options"]:
+        diff.append("task")
+      raise ConfigError(f"vmapped runs must share shapes and settings; {mem.exp.name} differs "
+                        f"from {ref.name} in {', '.join(diff)}")
+  results: list[Optional[dict]] = [_existing(out_dir, m.run_id) for m in members]
+  todo = [m for m, r in zip(members, results) if r is None]
+  if todo:
+    trainer = _Trainer(todo, out_dir, batched=True, smoke=smoke, progress=progress)
+    fresh = iter(trainer.run())
+    results = [r if r is not None else next(fresh) for r in results]
+  return results
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+
+  def error(self, message):
+    raise ConfigError(message)
+
+
+def train_main(argv=None) -> int:
+  """``seqbench train EXPERIMENT [--set key=value ...] [--seed N] [--out DIR] [--smoke]``."""
+  parser = _ArgumentParser(
+      prog="seqbench train", description="Train one named experiment (seqbench list).")
+  parser.add_argument("experiment")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config field: model.X, train.X, task.X or a unique X")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default="out", help="output directory (default: out)")
+  parser.add_argument("--smoke", action="store_true", help="a < 1 minute run of the same setup")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+  argv = sys.argv[1:] if argv is None else list(argv)
+  try:
+    args = parser.parse_args(argv)
+    overrides = parse_set_args(args.set)
+    resolve(args.experiment, overrides, args.smoke)  # validate before any work
+  except ConfigError as e:
+    print(f"seqbench train: {e}", file=sys.stderr)
+    return 2
+  try:
+    row = run_experiment(args.experiment, seed=args.seed, out_dir=args.out, smoke=args.smoke,
+                         overrides=overrides, progress=False if args.no_progress else None)
+  except ConfigError as e:
+    print(f"seqbench train: {e}", file=sys.stderr)
+    return 2
+  except tasks_lib.DataError as e:
+    print(f"seqbench train: {e}", file=sys.stderr)
+    return 1
+  status = (f"DIVERGED at step {row['diverged_step']}" if row["diverged"] else
+            f"test {row['metric_name']} {row['test_metric']:.4f}")
+  print(f"{row['experiment']} seed {row['seed']}: {status} "
+        f"(valid {row['valid_metric']}, {row['epochs']} epochs, {row['wall_s']:.1f} s) "
+        f"-> {os.path.join(args.out, RESULTS_FILE)}")
+  return 0
+
+
+__all__ = ["run_experiment", "run_experiments_vmapped", "train_main", "append_result",
+           "read_results", "run_id", "resolve", "build", "make_optimizer", "next_lr",
+           "RESULT_KEYS", "RESULTS_FILE", "TrainConfig", "ModelConfig"]
+
+
+if __name__ == "__main__":
+  sys.exit(train_main(sys.argv[1:]))

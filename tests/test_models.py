@@ -1,0 +1,173 @@
+"""seqbench.models: shapes, executors inside the model, carry, dropout, projection."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqbench import stability
+from seqbench.models import Model, ModelConfig
+
+KEY = jax.random.PRNGKey(0)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(model, train):
+  return jax.jit(lambda *a, **k: model.apply(*a, train=train, **k))
+
+
+def _apply(model, *args, **kw):
+  """``model.apply`` compiled once per (model, train) (eager dispatch is slow)."""
+  train = kw.pop("train", False)
+  return _jitted(model, train)(*args, **kw)
+
+
+def _model(**kw):
+  base = dict(backbone="lstm", input_kind="identity", input_size=3, output_size=5,
+              hidden_size=8, layers=2)
+  base.update(kw)
+  return Model(ModelConfig(**base))
+
+
+@pytest.mark.parametrize("kw,inputs,out_shape", [
+    (dict(input_kind="embed", input_size=11, output_size=11, embed_size=6),
+     np.zeros((2, 7), np.int32), (2, 7, 11)),
+    (dict(input_kind="linear", input_size=4, embed_size=6), np.ones((2, 7, 4), np.float32),
+     (2, 7, 5)),
+    (dict(input_kind="scalar", input_size=10, output_size=10), np.ones((2, 7), np.int32),
+     (2, 7, 10)),
+    (dict(input_kind="onehot", input_size=10, output_size=10), np.ones((2, 7), np.int32),
+     (2, 7, 10)),
+    (dict(readout="last", output_size=1), np.ones((2, 7, 3), np.float32), (2, 1)),
+    (dict(backbone="gru", layers=1), np.ones((2, 7, 3), np.float32), (2, 7, 5)),
+    (dict(backbone="rnn", layers=3), np.ones((2, 7, 3), np.float32), (2, 7, 5)),
+    (dict(backbone="lru", executor="parallel"), np.ones((2, 7, 3), np.float32), (2, 7, 5)),
+    (dict(backbone="tcn", levels=2, kernel_size=3), np.ones((2, 7, 3), np.float32), (2, 7, 5)),
+    (dict(backbone="wavenet", levels=2), np.ones((2, 7, 3), np.float32), (2, 7, 5)),
+    (dict(input_kind="embed", input_size=11, output_size=11, embed_size=8, tie_weights=True),
+     np.zeros((2, 7), np.int32), (2, 7, 11)),
+])
+def test_output_shapes(kw, inputs, out_shape):
+  model = _model(**kw)
+  params = model.init(KEY)
+  out, carry = _apply(model, params, jnp.asarray(inputs))
+  assert out.shape == out_shape
+  assert (carry is not None) == model.config.carries_state
+  if kw.get("tie_weights"):
+    assert "w" not in params["head"]
+
+
+def test_truncated_with_k_ge_T_equals_scan():
+  scan = _model(backbone="lstm", layers=2)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (3, 9, 3))
+  params = scan.init(KEY)
+  y_scan, _ = _apply(scan, params, xs)
+  for k in (9, 20):
+    y_trunc, carry = _apply(scan.with_executor("truncated", k), params, xs)
+    assert carry is None
+    np.testing.assert_allclose(y_trunc, y_scan, rtol=1e-6, atol=1e-6)
+
+
+def test_truncated_one_layer_matches_windows():
+  """y^k_t of the model = the model run from scratch on x_{t-k+1..t}."""
+  model = _model(backbone="rnn", layers=1)
+  xs = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 3))
+  params = model.init(KEY)
+  k = 3
+  y_k, _ = _apply(model.with_executor("truncated", k), params, xs)
+  for t in range(8):
+    window = xs[:, max(0, t - k + 1):t + 1]
+    y_ref, _ = _apply(model, params, window)
+    np.testing.assert_allclose(y_k[:, t], y_ref[:, -1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone,executor", [("lstm", "scan"), ("rnn", "scan"),
+                                               ("gru", "scan"), ("lru", "parallel")])
+def test_carry_across_windows_equals_one_pass(backbone, executor):
+  model = _model(backbone=backbone, executor=executor, input_kind="embed", input_size=13,
+                 output_size=13, embed_size=4)
+  ids = jax.random.randint(jax.random.PRNGKey(3), (2, 10), 0, 13)
+  params = model.init(KEY)
+  full, _ = _apply(model, params, ids)
+  first, carry = _apply(model, params, ids[:, :4])
+  second, _ = _apply(model, params, ids[:, 4:], carry)
+  np.testing.assert_allclose(jnp.concatenate([first, second], axis=1), full, rtol=2e-5,
+                             atol=2e-5)
+
+
+def test_parallel_equals_scan_for_lru():
+  model = _model(backbone="lru", executor="parallel")
+  xs = jax.random.normal(jax.random.PRNGKey(4), (2, 9, 3))
+  params = model.init(KEY)
+  a, _ = _apply(model, params, xs)
+  b, _ = _apply(model.with_executor("scan"), params, xs)
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_only_in_training():
+  model = _model(dropout=0.5)
+  xs = jnp.ones((2, 5, 3))
+  params = model.init(KEY)
+  eval_a, _ = _apply(model, params, xs)
+  eval_b, _ = _apply(model, params, xs, key=jax.random.PRNGKey(9))
+  np.testing.assert_array_equal(eval_a, eval_b)
+  tr_a, _ = _apply(model, params, xs, key=jax.random.PRNGKey(1), train=True)
+  tr_b, _ = _apply(model, params, xs, key=jax.random.PRNGKey(2), train=True)
+  assert not np.allclose(tr_a, tr_b)
+  with pytest.raises(ValueError, match="key"):
+    model.apply(params, xs, train=True)
+
+
+def test_input_clip():
+  model = _model(input_kind="linear", input_size=3, embed_size=4, input_clip=True)
+  params = model.init(KEY)
+  x = model.embed(params, 100 * jnp.ones((1, 2, 3)))
+  assert float(jnp.max(jnp.abs(x))) <= 1.0
+
+
+@pytest.mark.parametrize("backbone", ["rnn", "lstm", "gru"])
+def test_cells_tree_projects_every_layer(backbone):
+  model = _model(backbone=backbone, layers=3, hidden_size=6)
+  params = model.init(KEY)
+  # Blow every layer up so that each one needs projecting.
+  params = {**params, "backbone": [jax.tree_util.tree_map(lambda a: 5.0 * a, p)
+                                   for p in params["backbone"]]}
+  lam = 0.9
+  projected = stability.project_tree(model.cells_tree(), params, lam)
+  for cell, before, after in zip(model.cells, params["backbone"], projected["backbone"]):
+    assert float(stability.lipschitz_bound(cell, before)) > lam
+    assert float(stability.lipschitz_bound(cell, after)) <= lam * (1 + 1e-5)
+  # Non-recurrent parts are untouched.
+  np.testing.assert_array_equal(projected["head"]["w"], params["head"]["w"])
+
+
+def test_conv_model_has_no_cells():
+  model = _model(backbone="tcn", levels=2, kernel_size=2)
+  assert model.cells == ()
+  assert model.cells_tree()["backbone"] is None
+  params = model.init(KEY)
+  assert stability.project_tree(model.cells_tree(), params, 0.5) is not None
+
+
+@pytest.mark.parametrize("bad", [
+    dict(backbone="transformer"), dict(executor="truncated", k=0), dict(input_kind="bytes"),
+    dict(readout="mean"), dict(dropout=1.5), dict(layers=0),
+])
+def test_bad_configs_raise(bad):
+  with pytest.raises(ValueError):
+    _model(**bad)
+
+
+def test_parallel_needs_linear_cell():
+  with pytest.raises(ValueError, match="linear"):
+    _model(backbone="lstm", executor="parallel")
+
+
+def test_config_is_hashable_and_frozen():
+  cfg = ModelConfig(input_size=3, output_size=2)
+  hash(cfg)
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    cfg.hidden_size = 3  # type: ignore[misc]

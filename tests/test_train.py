@@ -1,0 +1,232 @@
+"""seqbench.train: projection every step, divergence, resume after SIGKILL, atomic rows,
+vmapped runs == separate runs, the lr rules, and the CLI's errors."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from seqbench import stability
+from seqbench import train as train_lib
+from seqbench.experiments import TrainConfig
+
+# A tiny adding-problem setup: seconds per run, one compiled shape.
+TINY = {
+    "task.length": 12, "task.n_train": 64, "task.n_test": 32,
+    "model.hidden_size": 8, "train.batch_size": 16, "train.eval_batch_size": 32,
+}
+# A tiny JSB setup: one padded length, a few steps per epoch.
+TINY_JSB = {
+    "model.hidden_size": 16, "train.length_multiple": 512, "train.max_steps_per_epoch": 4,
+    "train.max_eval_batches": 1, "train.eval_batch_size": 4, "train.contraction_steps": 8,
+}
+
+
+def _run(name, tmp_path, seed=0, smoke=True, **overrides):
+  return train_lib.run_experiment(name, seed=seed, out_dir=str(tmp_path), smoke=smoke,
+                                  overrides=overrides, progress=False)
+
+
+def test_row_has_exactly_the_keys_and_is_appended(tmp_path):
+  row = _run("tcn-adding-rnn", tmp_path, **TINY)
+  assert tuple(row) == train_lib.RESULT_KEYS
+  rows = train_lib.read_results(str(tmp_path))
+  assert len(rows) == 1 and rows[0]["run_id"] == row["run_id"]
+  assert row["metric_name"] == "mse" and row["valid_metric"] is None  # adding: no valid split
+  assert np.isfinite(row["test_metric"]) and not row["diverged"]
+  assert row["certified_bound"] > 0 and 0 < row["empirical_contraction"] <= row["certified_bound"] + 1e-5
+  assert row["config"]["model"]["hidden_size"] == 8 and row["config"]["smoke"] is True
+  assert row["versions"]["jax"] == jax.__version__
+  curves = json.loads((tmp_path / "curves" / f"{row['run_id']}.json").read_text())
+  assert len(curves["history"]) == row["epochs"]
+  # The same run again is not repeated: same row back, no second line.
+  again = _run("tcn-adding-rnn", tmp_path, **TINY)
+  assert again == rows[0]
+  assert len(train_lib.read_results(str(tmp_path))) == 1
+  assert not (tmp_path / "checkpoints" / row["run_id"]).exists()
+
+
+@pytest.mark.parametrize("backbone", ["lstm", "rnn"])
+def test_projection_after_every_step_on_all_layers(backbone):
+  lam = 0.8
+  exp = train_lib.resolve("tcn-adding-lstm", {**TINY, "model.backbone": backbone,
+                                              "model.layers": 2, "model.forget_bias": 0.0,
+                                              "train.optimizer": "sgd", "train.lr": 3.0,
+                                              "train.stable": True, "train.lam": lam},
+                          smoke=True)
+  trainer = train_lib._Trainer([train_lib._Member(exp, 0, "x")], "/nonexistent",
+                               batched=False, smoke=True, progress=False)
+  bounds = jax.jit(lambda layers: [stability.lipschitz_bound(c, p)
+                                   for c, p in zip(trainer.model.cells, layers)])
+  state = trainer._init_state()
+  n = 0
+  for epoch in range(2):
+    for batch in trainer.data.batches("train", train=True, seed=0, epoch=epoch):
+      state, _ = trainer._train_step(state, batch)
+      n += 1
+      for layer, bound in enumerate(bounds(state["params"]["backbone"])):
+        assert float(bound) <= lam * (1 + 1e-5), (n, layer)
+  assert n >= 8 and bool(state["alive"])
+  if backbone != "rnn":
+    return
+  # Without the projection the same steps leave the stable set (the check bites).
+  trainer.proj_index = [-1]
+  trainer.lams = ()
+  trainer._compile()
+  state = trainer._init_state()
+  for batch in trainer.data.batches("train", train=True, seed=0, epoch=0):
+    state, _ = trainer._train_step(state, batch)
+  assert max(float(b) for b in bounds(state["params"]["backbone"])) > lam
+
+
+def test_divergence_is_recorded_and_ends_cleanly(tmp_path):
+  row = _run("tcn-adding-rnn", tmp_path, **TINY, **{"train.optimizer": "sgd",
+                                                   "train.lr": 1e30, "train.clip": 0.0,
+                                                   "train.epochs": 3})
+  assert row["diverged"] is True
+  assert isinstance(row["diverged_step"], int) and 0 <= row["diverged_step"] < 10
+  assert row["test_metric"] is None and row["epochs"] == 1  # stopped after that epoch
+  assert row["steps"] == row["diverged_step"]  # the bad update was not applied
+  assert train_lib.read_results(str(tmp_path))[0]["diverged"] is True
+
+
+def _append_many(args):
+  out_dir, worker = args
+  for i in range(50):
+    train_lib.append_result(out_dir, {"worker": worker, "i": i, "pad": "x" * 5000})
+
+
+@pytest.mark.filterwarnings("ignore:os.fork")
+def test_concurrent_appends_never_tear_rows(tmp_path):
+  # fork: the workers only call os.write (no JAX), and spawn would re-import JAX 4 times.
+  with multiprocessing.get_context("fork").Pool(4) as pool:
+    pool.map(_append_many, [(str(tmp_path), w) for w in range(4)])
+  lines = (tmp_path / "results.jsonl").read_bytes().split(b"\n")
+  assert lines[-1] == b""
+  rows = [json.loads(line) for line in lines[:-1]]
+  assert len(rows) == 200 and sorted((r["worker"], r["i"]) for r in rows) == sorted(
+      (w, i) for w in range(4) for i in range(50))
+  # A torn last line (a writer killed mid-line by something else) is skipped.
+  with open(tmp_path / "results.jsonl", "ab") as f:
+    f.write(b'{"worker": 9')
+  assert len(train_lib.read_results(str(tmp_path))) == 200
+
+
+def test_vmapped_runs_equal_separate_runs(tmp_path):
+  # Seeds differ (so each model gets its own shuffled batches, padded to a
+  # common length) and so do stable/unstable and λ.
+  specs = [("mh-jsb-rnn-unstable", 0, {}), ("mh-jsb-rnn-stable", 1, {"train.lam": 0.9})]
+  common = {**TINY_JSB, "train.epochs": 2, "train.length_multiple": 64}
+  specs = [(e, s, {**common, **o}) for e, s, o in specs]
+  vm = train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path / "vmap"), smoke=True,
+                                         progress=False)
+  for (name, seed, overrides), row in zip(specs, vm):
+    sep = train_lib.run_experiment(name, seed=seed, out_dir=str(tmp_path / "sep"), smoke=True,
+                                   overrides=overrides, progress=False)
+    assert row["run_id"] == sep["run_id"]
+    for key in ("valid_metric", "test_metric", "certified_bound", "empirical_contraction"):
+      np.testing.assert_allclose(row[key], sep[key], rtol=2e-5, err_msg=key)
+    assert row["steps"] == sep["steps"] and row["epochs"] == sep["epochs"] == 2
+    assert row["config"]["vmap_group_size"] == 2
+  assert vm[1]["certified_bound"] <= 0.9 * (1 + 1e-5) < vm[0]["certified_bound"]
+
+
+def test_vmapped_rejects_different_shapes(tmp_path):
+  with pytest.raises(train_lib.ConfigError, match="hidden_size"):
+    train_lib.run_experiments_vmapped(
+        [("tcn-adding-rnn", 0, TINY), ("tcn-adding-rnn", 0, {**TINY, "model.hidden_size": 4})],
+        out_dir=str(tmp_path), smoke=True)
+
+
+def _cmd(out, epochs):
+  sets = {**TINY_JSB, "train.epochs": epochs, "train.max_steps_per_epoch": 3}
+  cmd = [sys.executable, "-m", "seqbench.train", "mh-jsb-rnn-stable", "--smoke", "--seed", "3",
+         "--out", str(out), "--no-progress"]
+  for k, v in sets.items():
+    cmd += ["--set", f"{k}={v}"]
+  return cmd, sets
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+  epochs = 40
+  cmd, sets = _cmd(tmp_path / "run", epochs)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  ckpt_root = tmp_path / "run" / "checkpoints"
+  deadline = time.monotonic() + 120
+  killed_at = None
+  while time.monotonic() < deadline and proc.poll() is None:
+    files = list(ckpt_root.glob("*/state.msgpack")) if ckpt_root.exists() else []
+    if files:
+      time.sleep(0.3)  # let it get a little further into the run
+      proc.send_signal(signal.SIGKILL)
+      killed_at = time.monotonic()
+      break
+    time.sleep(0.02)
+  proc.wait(timeout=30)
+  assert killed_at is not None, "the run finished or stalled before its first checkpoint"
+  assert proc.returncode == -signal.SIGKILL
+  assert train_lib.read_results(str(tmp_path / "run")) == []  # killed: no row yet
+  # Re-run: resumes from the checkpoint and finishes.
+  done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert "resuming" in done.stderr
+  rows = train_lib.read_results(str(tmp_path / "run"))
+  assert len(rows) == 1
+  # The same run uninterrupted (in this process).
+  ref = train_lib.run_experiment("mh-jsb-rnn-stable", seed=3, out_dir=str(tmp_path / "ref"),
+                                 smoke=True, overrides=sets, progress=False)
+  assert rows[0]["run_id"] == ref["run_id"]
+  for key in ("valid_metric", "test_metric", "epochs", "steps", "certified_bound",
+              "empirical_contraction", "diverged"):
+    assert rows[0][key] == ref[key], key
+  assert rows[0]["epochs"] == epochs
+
+
+def test_next_lr_rules():
+  t = TrainConfig(lr_decay=4.0)
+  assert train_lib.next_lr("plateau", 20.0, t, 3, [5.0, 6.0], improved=False) == 5.0
+  assert train_lib.next_lr("plateau", 20.0, t, 3, [5.0, 4.0], improved=True) == 20.0
+  j = TrainConfig(lr_decay=10.0, lr_decay_after=10)
+  hist = [9.0, 8.0, 7.0, 6.5, 6.4, 6.3, 6.2, 6.1, 6.0, 5.9, 5.8]
+  assert train_lib.next_lr("jsb", 1e-2, j, 11, hist + [5.7], improved=True) == 1e-2
+  assert train_lib.next_lr("jsb", 1e-2, j, 11, hist + [6.1], improved=False) == pytest.approx(1e-3)
+  assert train_lib.next_lr("jsb", 1e-2, j, 5, hist[:4] + [9.5], improved=False) == 1e-2
+  s = TrainConfig(lr_decay=10.0, lr_step_epochs=10)
+  assert train_lib.next_lr("step", 1.0, s, 10, [], False) == pytest.approx(0.1)
+  assert train_lib.next_lr("step", 1.0, s, 9, [], False) == 1.0
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["no-such-experiment"], "unknown experiment"),
+    (["mh-jsb-rnn-stable", "--set", "lr0.1"], "KEY=VALUE"),
+    (["mh-jsb-rnn-stable", "--set", "model.hiden_size=3"], "unknown key"),
+    (["mh-jsb-rnn-stable", "--set", "nosuchkey=3"], "unknown key"),
+    (["mh-jsb-rnn-stable", "--set", "train.lr=fast"], "expected float"),
+    (["mh-jsb-rnn-stable", "--set", "model.backbone=transformer"], "backbone"),
+    (["mh-jsb-rnn-stable", "--seed", "x"], "invalid int"),
+    ([], "required"),
+])
+def test_bad_cli_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
+  rc = train_lib.train_main(argv + ["--out", str(tmp_path)])
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+  assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_module_entry_point_reports_errors_without_traceback():
+  out = subprocess.run([sys.executable, "-m", "seqbench.train", "mh-jsb-rnn-stabel"],
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines() == [
+      "seqbench train: unknown experiment 'mh-jsb-rnn-stabel'; did you mean "
+      "mh-jsb-rnn-stable or mh-jsb-rnn-unstable? (`seqbench list` shows all "
+      f"{len(train_lib.get_experiment.__globals__['EXPERIMENTS'])})"]
