@@ -194,6 +194,10 @@ def parse_devices(spec: str, available: int) -> list:
   return device_counts(counts[0]) if len(counts) == 1 else sorted(set(counts))
 
 
+#: Suites with an accuracy part (the test suite ``tiny`` has none).
+ACCURACY_SUITES_NAMES = ("default", "full")
+
+
 def build_parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(prog="seqbench bench", description=(
       "Throughput of recurrent, truncated and convolutional models, with other "
@@ -205,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
   ap.add_argument("--dtype", choices=sorted(DTYPES), default="f32")
   ap.add_argument("--out", default="benchmarks/results/local")
   ap.add_argument("--no-scaling", action="store_true", help="skip the T-scaling sweep")
+  ap.add_argument("--no-accuracy", action="store_true",
+                  help="skip the accuracy comparison (short JSB training runs)")
   ap.add_argument("--only", default=None,
                   help="comma-separated substrings: run only entries whose name/executor match")
   ap.add_argument("--devices", nargs="?", const="all", default="auto", metavar="SPEC",
@@ -319,6 +325,15 @@ def main(argv=None) -> int:
               f" B={row['batch']:<5d} {row['tokens_per_s'] / 1e3:10.1f} k tok/s", flush=True)
     device_rows = SH.add_device_speedups(device_rows)
 
+  accuracy_rows = []
+  if not args.no_accuracy and args.suite in ACCURACY_SUITES_NAMES:
+    from seqbench.bench import accuracy as A  # pylint: disable=g-import-not-at-top
+    accuracy_rows = A.run_accuracy(args.suite, os.path.join(args.out, "accuracy_runs"),
+                                   progress=False)
+    write_atomic(os.path.join(args.out, "accuracy.jsonl"),
+                 "".join(json.dumps({**r, "meta": meta}, default=str) + "\n"
+                         for r in accuracy_rows))
+
   wall = time.time() - started
   all_rows = [{**r, "suite": args.suite, "meta": meta} for r in rows + scaling + device_rows]
   write_atomic(os.path.join(args.out, "bench.jsonl"),
@@ -377,9 +392,33 @@ def main(argv=None) -> int:
         device_table(device_rows),
         "",
     ]
+  if accuracy_rows:
+    acc_plot = plot_accuracy_vs_throughput(
+        accuracy_rows, os.path.join(args.out, "accuracy_vs_throughput.png"),
+        metric="test_metric", metric_label="JSB test NLL (lower is better)",
+        title=f"{meta['device_kind']} · JSB · {accuracy_rows[0]['epochs']} epochs")
+    report += [
+        "## Accuracy at equal size and budget (JSB Chorales, frame NLL)",
+        "",
+        f"Every model trained {accuracy_rows[0]['epochs']} epochs with one shared setting "
+        "(Adam 1e-3, clip 1, batch 16, hidden 128; `seqbench.bench.accuracy`): **fewer epochs "
+        "than the published experiments**, so compare the rows with each other, not with the "
+        "papers (TCN paper, 8.1-8.9 after full training). Stable = projected after every update "
+        "(λ = 1 as in the paper). `as truncated` = the trained model evaluated as its k-step "
+        "feed-forward version. tokens/s = training throughput of that run (vmapped pairs count "
+        "per model).",
+        "",
+        A.accuracy_table(accuracy_rows),
+        "",
+    ]
+    if acc_plot:
+      report += ["![accuracy vs throughput](accuracy_vs_throughput.png)", ""]
   write_atomic(os.path.join(args.out, "REPORT.md"), "\n".join(report))
   print()
   print(table)
+  if accuracy_rows:
+    print()
+    print(A.accuracy_table(accuracy_rows))
   if device_rows:
     print()
     print(device_table(device_rows))

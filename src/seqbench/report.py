@@ -1,0 +1,558 @@
+r"""Reports from results: ``seqbench report DIR... [--format md|latex] [--plots] [--out FILE_OR_DIR]``.
+
+Every number in a report is computed here from the rows of
+``DIR/results.jsonl`` and the curves in ``DIR/curves/RUN_ID.json``, never typed;
+the only other input is each experiment's published number from the registry
+(:data:`seqbench.experiments.EXPERIMENTS`). This module reads files only: it
+trains and evaluates nothing.
+
+* Several directories (the shards of a sweep) are merged; a ``run_id`` seen in
+  more than one is counted once (the first directory given wins).
+* Rows are grouped by experiment and resolved configuration (the seed aside):
+  one table row per group with the test metric's mean ± sample standard
+  deviation (n - 1) over the non-diverged seeds and n, the published number,
+  whether ours matches it (:func:`matches`; no verdict for smoke runs), the device and the mean wall time
+  per run. The ``variant`` column names what differs from the registered
+  experiment (``smoke``, overrides).
+* Groups with truncation curves get a table of the test metric and the gap
+  ``||y - y^k||`` (mean over seeds) per k.
+* ``--plots`` writes PNGs (matplotlib): metric vs k; gap vs k on a log scale
+  with the slope of the ``λ^k`` bound drawn (λ: the certified bound of the
+  trained model, else the projection's λ; anchored at the smallest k, since
+  the constant of the bound is not measured); the certified contraction over
+  training when the per-epoch history has it; the λ frontier (test metric vs λ
+  of stable runs, per task and model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+RESULTS_FILE = "results.jsonl"
+
+#: Relative tolerance for loss-type metrics (perplexity, NLL, bpc, MSE, ...).
+REL_TOL = 0.02
+#: Absolute tolerance for accuracy (as a fraction: 0.5 points).
+ACC_TOL = 0.005
+
+
+class ReportError(ValueError):
+  """Bad input to the report (missing directory, no rows)."""
+
+
+# ---------------------------------------------------------------------------
+# Reading.
+
+
+def read_rows(path: str) -> list[dict]:
+  """Complete rows of ``path/results.jsonl`` (or of the file ``path``); a torn line is skipped."""
+  file = path if os.path.isfile(path) else os.path.join(path, RESULTS_FILE)
+  if not os.path.exists(file):
+    raise ReportError(f"no {RESULTS_FILE} in {path!r}")
+  rows = []
+  with open(file, "rb") as f:
+    for line in f:
+      if not line.endswith(b"\n"):
+        continue
+      try:
+        row = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(row, dict):
+        rows.append(row)
+  return rows
+
+
+def merge(dirs: Sequence[str]) -> list[dict]:
+  """Rows of several directories, deduplicated by ``run_id`` (first wins).
+
+  Each row gets ``_dir``: the directory it was read from (for its curves).
+  """
+  seen, out = set(), []
+  for d in dirs:
+    base = d if os.path.isdir(d) else os.path.dirname(os.path.abspath(d))
+    for row in read_rows(d):
+      rid = row.get("run_id")
+      if rid is not None and rid in seen:
+        continue
+      seen.add(rid)
+      out.append({**row, "_dir": base})
+  return out
+
+
+def read_curves(row: Mapping[str, Any]) -> Optional[dict]:
+  path = os.path.join(row.get("_dir", "."), "curves", f"{row.get('run_id')}.json")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Numbers.
+
+
+def mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
+  """Mean and sample standard deviation (n - 1); std is None for n < 2."""
+  vals = [float(v) for v in values]
+  if not vals:
+    return None, None
+  mean = math.fsum(vals) / len(vals)
+  if len(vals) < 2:
+    return mean, None
+  var = math.fsum((v - mean) ** 2 for v in vals) / (len(vals) - 1)
+  return mean, math.sqrt(var)
+
+
+def is_accuracy(metric_name: Optional[str]) -> bool:
+  return bool(metric_name) and "acc" in metric_name.lower()
+
+
+def matches(ours: Optional[float], published: Optional[float],
+            metric_name: Optional[str]) -> Optional[str]:
+  """``"yes"``, ``"no (better)"``, ``"no (worse)"``, or None without both numbers.
+
+  Within 0.5 points (0.005 as a fraction) for accuracy, within 2% of the
+  published number for every other (loss-type) metric.
+  """
+  if ours is None or published is None:
+    return None
+  if is_accuracy(metric_name):
+    ok = abs(ours - published) <= ACC_TOL + 1e-12
+    better = ours > published
+  else:
+    ok = abs(ours - published) <= REL_TOL * abs(published) + 1e-12
+    better = ours < published
+  if ok:
+    return "yes"
+  return "no (better)" if better else "no (worse)"
+
+
+def _canon(x):
+  return json.loads(json.dumps(x, sort_keys=True, default=str))
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flat(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _group_config(row: Mapping[str, Any]) -> dict:
+  cfg = dict(row.get("config") or {})
+  cfg.pop("vmap_group_size", None)
+  return _canon(cfg)
+
+
+def _registered(name: str, smoke: bool):
+  """(published, flat resolved config) of the registered experiment, or (None, None)."""
+  try:
+    from seqbench import experiments  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None, None
+  exp = experiments.EXPERIMENTS.get(name)
+  if exp is None:
+    return None, None
+  ref = experiments.smoke(exp) if smoke else exp
+  return exp.published, _flat(_canon(ref.resolved_dict()))
+
+
+def _variant(name: str, cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> str:
+  smoke = bool(cfg.get("smoke"))
+  parts = ["smoke"] if smoke else []
+  flat = _flat({k: v for k, v in cfg.items() if k != "smoke"})
+  if ref_flat is not None and flat:  # (a row without its config: nothing to compare)
+    diff = [k for k in sorted(set(flat) | set(ref_flat)) if flat.get(k) != ref_flat.get(k)]
+    parts += [f"{k}={flat.get(k)}" for k in diff[:4]]
+    if len(diff) > 4:
+      parts.append(f"+{len(diff) - 4} more")
+  elif name:
+    parts.append("unregistered")
+  return ", ".join(parts)
+
+
+@dataclasses.dataclass
+class Group:
+  """The runs of one experiment + configuration, and their summary numbers."""
+
+  experiment: str
+  task: str
+  model: str
+  executor: str
+  k: Optional[int]
+  stable: bool
+  lam: Optional[float]
+  metric_name: str
+  variant: str
+  rows: list
+  n: int = 0
+  diverged: int = 0
+  mean: Optional[float] = None
+  std: Optional[float] = None
+  valid_mean: Optional[float] = None
+  published: Optional[float] = None
+  match: Optional[str] = None
+  devices: str = ""
+  wall_mean: Optional[float] = None
+  contraction_mean: Optional[float] = None
+  bound_max: Optional[float] = None
+  seeds: tuple = ()
+
+
+def summarize(rows: Sequence[Mapping[str, Any]], published=None) -> list[Group]:
+  """Group rows (experiment + config) and compute every number the tables show.
+
+  Args:
+    rows: result rows.
+    published: optional ``{experiment: number}``; default: the registry.
+  """
+  buckets: dict = {}
+  for row in rows:
+    key = (row.get("experiment"), json.dumps(_group_config(row), sort_keys=True))
+    buckets.setdefault(key, []).append(row)
+  groups = []
+  for (name, _), rs in buckets.items():
+    rs = sorted(rs, key=lambda r: (r.get("seed") is None, r.get("seed")))
+    r0 = rs[0]
+    cfg = _group_config(r0)
+    pub, ref_flat = _registered(name, bool(cfg.get("smoke")))
+    if published is not None:
+      pub = published.get(name)
+    ok = [r for r in rs if not r.get("diverged") and r.get("test_metric") is not None]
+    mean, std = mean_std([r["test_metric"] for r in ok])
+    vmean, _ = mean_std([r["valid_metric"] for r in ok if r.get("valid_metric") is not None])
+    wall, _ = mean_std([r["wall_s"] for r in rs if r.get("wall_s") is not None])
+    contr, _ = mean_std([r["empirical_contraction"] for r in ok
+                         if r.get("empirical_contraction") is not None])
+    bounds = [r["certified_bound"] for r in rs if r.get("certified_bound") is not None]
+    devs = []
+    for r in rs:
+      d = f"{r.get('device_kind') or '?'}" + (f" x{r['device_count']}"
+                                              if (r.get("device_count") or 1) > 1 else "")
+      if d not in devs:
+        devs.append(d)
+    g = Group(experiment=name, task=r0.get("task"), model=r0.get("model"),
+              executor=r0.get("executor"), k=r0.get("k"), stable=bool(r0.get("stable")),
+              lam=r0.get("lam"), metric_name=r0.get("metric_name"),
+              variant=_variant(name, cfg, ref_flat), rows=rs, n=len(ok),
+              diverged=sum(1 for r in rs if r.get("diverged")), mean=mean, std=std,
+              valid_mean=vmean, published=pub, devices=", ".join(devs), wall_mean=wall,
+              contraction_mean=contr, bound_max=max(bounds) if bounds else None,
+              seeds=tuple(r.get("seed") for r in rs))
+    # A smoke run is not the published setup: no verdict for it.
+    g.match = None if cfg.get("smoke") else matches(mean, pub, g.metric_name)
+    groups.append(g)
+  groups.sort(key=lambda g: (g.experiment or "", g.variant))
+  return groups
+
+
+def fmt(x: Optional[float], digits: int = 4) -> str:
+  """A number for a table: ``digits`` significant digits (at least 2 decimals >= 100)."""
+  if x is None:
+    return "–"
+  x = float(x)
+  if x != 0 and abs(x) >= 10 ** digits:
+    return f"{x:.{digits - 1}e}"
+  if x != 0 and abs(x) < 1e-3:
+    return f"{x:.{digits - 1}e}"
+  if abs(x) >= 100:
+    return f"{x:.2f}"
+  return f"{x:.{digits}g}"
+
+
+def ours_cell(g: Group, pm: str = "±") -> str:
+  if g.mean is None:
+    return "–"
+  return fmt(g.mean) if g.std is None else f"{fmt(g.mean)} {pm} {fmt(g.std)}"
+
+
+def n_cell(g: Group) -> str:
+  return f"{g.n}" + (f" (+{g.diverged} diverged)" if g.diverged else "")
+
+
+def truncation_table(g: Group) -> list[dict]:
+  """Per k: mean over seeds of the truncated test metric, gap mean and max gap."""
+  per_k: dict = {}
+  for r in g.rows:
+    c = read_curves(r)
+    for e in (c or {}).get("truncation") or []:
+      per_k.setdefault(e["k"], []).append(e)
+  out = []
+  for k in sorted(per_k):
+    es = per_k[k]
+    out.append({
+        "k": k, "n": len(es),
+        "test_metric": mean_std([e["test_metric"] for e in es
+                                 if e.get("test_metric") is not None])[0],
+        "gap_mean": mean_std([e["gap_mean"] for e in es if e.get("gap_mean") is not None])[0],
+        "gap_max": max([e["gap_max"] for e in es if e.get("gap_max") is not None], default=None),
+    })
+  return out
+
+
+# ---------------------------------------------------------------------------
+# Rendering.
+
+_COLUMNS = ("experiment", "variant", "task", "model", "metric", "ours (mean ± std)", "n",
+            "published", "match", "emp. contraction", "device", "wall s/run")
+
+
+def _cells(g: Group, pm: str) -> list[str]:
+  return [g.experiment, g.variant or "", g.task or "", g.model or "", g.metric_name or "",
+          ours_cell(g, pm), n_cell(g), fmt(g.published), g.match or "–",
+          fmt(g.contraction_mean), g.devices, fmt(g.wall_mean)]
+
+
+def _summary_lines(groups: Sequence[Group]) -> list[str]:
+  comparable = [g for g in groups if g.match is not None]
+  yes = [g for g in comparable if g.match == "yes"]
+  no = [g for g in comparable if g.match != "yes"]
+  lines = [f"{len(yes)} of {len(comparable)} rows with a published number match it "
+           f"(within {REL_TOL:.0%} for loss-type metrics, {ACC_TOL * 100:g} points for "
+           f"accuracy)."]
+  if yes:
+    lines.append("Match: " + ", ".join(f"{g.experiment}" + (f" [{g.variant}]" if g.variant
+                                                             else "") for g in yes) + ".")
+  if no:
+    lines.append("No match: " + ", ".join(
+        f"{g.experiment}" + (f" [{g.variant}]" if g.variant else "") + f" ({g.match})"
+        for g in no) + ".")
+  return lines
+
+
+def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str],
+                    plots: Sequence[str] = ()) -> str:
+  def row(cells):
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+  out = ["# seqbench report", "",
+         f"{n_rows} runs from {', '.join(dirs)}; test metric mean ± sample std over the "
+         f"non-diverged seeds (n); every number is computed from results.jsonl and curves/.",
+         "", row(_COLUMNS), row(["---"] * len(_COLUMNS))]
+  out += [row(_cells(g, "±")) for g in groups]
+  out += [""] + _summary_lines(groups)
+  for g in groups:
+    tt = truncation_table(g)
+    if not tt:
+      continue
+    out += ["", f"## Truncation: {g.experiment}" + (f" [{g.variant}]" if g.variant else ""), "",
+            row(["k", f"test {g.metric_name} (mean)", "gap mean ‖y−y^k‖", "gap max", "n"]),
+            row(["---"] * 5)]
+    out += [row([e["k"], fmt(e["test_metric"]), fmt(e["gap_mean"]), fmt(e["gap_max"]), e["n"]])
+            for e in tt]
+  if plots:
+    out += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({p})" for p in plots]
+  return "\n".join(out) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "–": "--", "‖": r"$\|$", "−": "-"}
+
+
+def tex_escape(s: str) -> str:
+  return "".join(_TEX.get(c, c) for c in str(s))
+
+
+def render_latex(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]) -> str:
+  cols = [tex_escape(c).replace("±", r"$\pm$") for c in _COLUMNS]
+  out = ["% Generated by `seqbench report` from " + ", ".join(dirs) + f" ({n_rows} runs).",
+         "% Requires \\usepackage{booktabs}.",
+         r"\begin{table}[t]", r"\centering", r"\scriptsize",
+         r"\begin{tabular}{" + "l" * 5 + "r" * 3 + "l" + "r" + "l" + "r" + "}",
+         r"\toprule", " & ".join(cols) + r" \\", r"\midrule"]
+  for g in groups:
+    cells = [tex_escape(c) for c in _cells(g, "±")]
+    cells[5] = cells[5].replace("±", r"$\pm$")
+    out.append(" & ".join(cells) + r" \\")
+  out += [r"\bottomrule", r"\end{tabular}",
+          r"\caption{Test metric, mean $\pm$ sample std over seeds (n). "
+          + tex_escape(" ".join(_summary_lines(groups))) + "}",
+          r"\end{table}"]
+  for g in groups:
+    tt = truncation_table(g)
+    if not tt:
+      continue
+    out += ["", r"\begin{table}[t]", r"\centering", r"\begin{tabular}{rrrrr}", r"\toprule",
+            r"$k$ & test " + tex_escape(g.metric_name) + r" & mean $\|y-y^k\|$ & max "
+            r"$\|y-y^k\|$ & n \\", r"\midrule"]
+    out += [f"{e['k']} & {tex_escape(fmt(e['test_metric']))} & {tex_escape(fmt(e['gap_mean']))}"
+            f" & {tex_escape(fmt(e['gap_max']))} & {e['n']} \\\\" for e in tt]
+    out += [r"\bottomrule", r"\end{tabular}",
+            r"\caption{Truncation: " + tex_escape(g.experiment) +
+            (f" ({tex_escape(g.variant)})" if g.variant else "") + "}", r"\end{table}"]
+  return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Plots.
+
+
+def _slug(s: str) -> str:
+  return "".join(c if c.isalnum() or c in "-." else "_" for c in s)
+
+
+def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
+  """PNG plots from rows and curves; returns the paths written (none without matplotlib)."""
+  try:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return []
+  os.makedirs(folder, exist_ok=True)
+  written = []
+
+  def save(fig, name):
+    path = os.path.join(folder, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+  trunc = [(g, truncation_table(g)) for g in groups]
+  trunc = [(g, tt) for g, tt in trunc if tt]
+  if trunc:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for g, tt in trunc:
+      pts = [(e["k"], e["test_metric"]) for e in tt if e["test_metric"] is not None]
+      if pts:
+        ax.plot(*zip(*pts), marker="o", label=g.experiment)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel(f"test {trunc[0][0].metric_name} of truncated(k)")
+    ax.legend(fontsize=6)
+    save(fig, "metric_vs_k.png")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for g, tt in trunc:
+      pts = [(e["k"], e["gap_mean"]) for e in tt if e["gap_mean"] and e["gap_mean"] > 0]
+      if not pts:
+        continue
+      line, = ax.plot(*zip(*pts), marker="o", label=f"{g.experiment} ‖y−y^k‖")
+      lam = g.bound_max if g.bound_max is not None and g.bound_max < 1 else g.lam
+      if lam is not None and 0 < lam < 1:
+        k0, gap0 = pts[0]
+        ks = [k for k, _ in pts]
+        ax.plot(ks, [gap0 * lam ** (k - k0) for k in ks], ls="--", color=line.get_color(),
+                label=f"λ^k slope, λ={lam:.3g}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("mean ‖y − y^k‖ (test)")
+    ax.legend(fontsize=6)
+    save(fig, "gap_vs_k.png")
+  # Contraction over training (when the per-epoch history records it).
+  series = []
+  for g in groups:
+    for r in g.rows:
+      hist = (read_curves(r) or {}).get("history") or []
+      pts = [(h["epoch"], h.get("certified_bound", h.get("empirical_contraction")))
+             for h in hist]
+      pts = [p for p in pts if p[1] is not None]
+      if pts:
+        series.append((f"{g.experiment} s{r.get('seed')}", pts))
+  if series:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in series:
+      ax.plot(*zip(*pts), marker=".", label=label)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("contraction (certified bound)")
+    ax.legend(fontsize=6)
+    save(fig, "contraction_over_training.png")
+  # λ frontier: stable runs' test metric vs λ, per (task, model).
+  frontier: dict = {}
+  for g in groups:
+    if g.stable and g.lam is not None and g.mean is not None:
+      frontier.setdefault((g.task, g.model, g.metric_name, g.variant), []).append(
+          (g.lam, g.mean, g.std or 0.0))
+  frontier = {k: v for k, v in frontier.items() if len(v) >= 2}
+  if frontier:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (task, model, metric, variant), pts in sorted(frontier.items()):
+      pts.sort()
+      ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                  marker="o", capsize=2,
+                  label=f"{task} {model}" + (f" [{variant}]" if variant else ""))
+    ax.set_xlabel("λ")
+    ax.set_ylabel("test metric (mean ± std)")
+    ax.legend(fontsize=6)
+    save(fig, "lambda_frontier.png")
+  return written
+
+
+# ---------------------------------------------------------------------------
+# Command line.
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+
+  def error(self, message):
+    raise ReportError(message)
+
+
+def report_main(argv=None) -> int:
+  """``seqbench report DIR... [--format md|latex] [--plots] [--out FILE_OR_DIR]``."""
+  parser = _ArgumentParser(prog="seqbench report",
+                           description="Tables (and plots) from sweep results.")
+  parser.add_argument("dirs", nargs="+", metavar="DIR",
+                      help="directories with results.jsonl (shards are merged)")
+  parser.add_argument("--format", choices=("md", "latex"), default="md")
+  parser.add_argument("--plots", action="store_true", help="PNG plots (needs --out)")
+  parser.add_argument("--out", default=None,
+                      help="a file (report only) or a directory (report.md|tex + plots); "
+                           "default: print the report")
+  try:
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    for d in args.dirs:
+      if not os.path.exists(d):
+        raise ReportError(f"no such directory {d!r}")
+    rows = merge(args.dirs)
+    if not rows:
+      raise ReportError(f"no result rows in {', '.join(args.dirs)}")
+    if args.plots and not args.out:
+      raise ReportError("--plots needs --out DIR")
+  except ReportError as e:
+    print(f"seqbench report: {e}", file=sys.stderr)
+    return 2
+  groups = summarize(rows)
+  out_file, plot_dir = None, None
+  if args.out:
+    is_dir = os.path.isdir(args.out) or not os.path.splitext(args.out)[1]
+    name = "report.md" if args.format == "md" else "report.tex"
+    out_file = os.path.join(args.out, name) if is_dir else args.out
+    plot_dir = os.path.join(os.path.dirname(os.path.abspath(out_file)), "plots")
+  plots = make_plots(groups, plot_dir) if args.plots else []
+  if args.format == "md":
+    rel = [os.path.relpath(p, os.path.dirname(os.path.abspath(out_file))) for p in plots]
+    text = render_markdown(groups, n_rows=len(rows), dirs=args.dirs, plots=rel)
+  else:
+    text = render_latex(groups, n_rows=len(rows), dirs=args.dirs)
+  if out_file:
+    from seqbench.bench.run import write_atomic  # pylint: disable=g-import-not-at-top
+    write_atomic(out_file, text)
+    print(f"seqbench report: {len(groups)} table rows from {len(rows)} runs -> {out_file}"
+          + (f" (+{len(plots)} plots in {plot_dir})" if plots else ""))
+  else:
+    sys.stdout.write(text)
+  return 0
+
+
+__all__ = ["read_rows", "merge", "summarize", "matches", "mean_std", "fmt", "render_markdown",
+           "render_latex", "make_plots", "report_main", "Group", "ReportError"]
+
+
+if __name__ == "__main__":
+  sys.exit(report_main(sys.argv[1:]))

@@ -1,0 +1,282 @@
+r"""Resumable, shardable sweeps: ``seqbench sweep EXPERIMENT_OR_GLOB... --seeds N --out DIR``.
+
+The grid is data: :func:`build_grid` turns experiment names, globs and grid
+names (:data:`seqbench.experiments.GRIDS`) into a list of :class:`GridPoint`
+(experiment name, seed, overrides, ``run_id``) in a deterministic order:
+patterns in the order given, within a pattern the registry order, within an
+experiment seeds ``0 .. N-1``; an experiment matched twice appears once.
+
+``--shard i/n`` keeps the points whose grid index is ``i`` modulo ``n``
+(:func:`shard`): every point is in exactly one shard, and hosts running the
+same command with ``0/n`` ... ``n-1/n`` split the grid between them (each into
+shared storage or its own directory; ``seqbench report`` merges directories).
+All hosts must run the same command with the same code version.
+
+Resuming: the sweep itself keeps no state. Completed runs are the rows of
+``OUT/results.jsonl`` (appended atomically by :mod:`seqbench.train`), and an
+interrupted run continues from its checkpoint in ``OUT/checkpoints/RUN_ID``;
+so re-running the same command after a SIGKILL skips what is done, resumes the
+run that was in progress, and loses at most the steps since its last
+checkpoint. ``--vmap`` trains the pending seeds of one experiment together in
+one compiled program (:func:`seqbench.train.run_experiments_vmapped`; equal to
+separate runs); then a kill loses at most the group in progress.
+
+Exit status: 0 when every run of the shard has a row; 1 when some run failed
+(missing data, a config the task rejects -- the others still run); 2 for bad
+input (one line on stderr, nothing run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import sys
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+from seqbench.experiments import EXPERIMENTS, GRIDS, ConfigError, match, parse_set_args
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPoint:
+  """One run of a sweep.
+
+  Attributes:
+    index: position in the whole (unsharded) grid.
+    experiment: registered experiment name.
+    seed: the run's seed.
+    overrides: the ``--set`` overrides as sorted ``(key, value)`` pairs.
+    run_id: :func:`seqbench.train.run_id` of the resolved run (what
+      ``results.jsonl`` is keyed by).
+  """
+
+  index: int
+  experiment: str
+  seed: int
+  overrides: tuple = ()
+  run_id: str = ""
+
+  def spec(self) -> tuple:
+    """``(experiment, seed, overrides)`` as :mod:`seqbench.train` takes it."""
+    return (self.experiment, self.seed, dict(self.overrides))
+
+
+def expand_patterns(patterns: Sequence[str]) -> list[str]:
+  """Experiment names for names, globs and grid names, in order, without repeats.
+
+  Raises:
+    ConfigError: a pattern that names or matches nothing.
+  """
+  names: list[str] = []
+  for pat in patterns:
+    if pat in EXPERIMENTS:
+      found = [pat]
+    elif pat in GRIDS:
+      found = [e.name for e in GRIDS[pat].expand()]
+    else:
+      found = [e.name for e in match([pat])]
+      if not found:
+        if any(c in pat for c in "*?["):
+          raise ConfigError(f"no experiment matches {pat!r} (`seqbench list` shows all "
+                            f"{len(EXPERIMENTS)})")
+        # An unknown plain name: let the registry phrase it (with a hint).
+        from seqbench.experiments import get_experiment  # pylint: disable=g-import-not-at-top
+        get_experiment(pat)
+    for n in found:
+      if n not in names:
+        names.append(n)
+  return names
+
+
+def build_grid(patterns: Sequence[str], seeds: int, overrides: Optional[Mapping[str, Any]] = None,
+               smoke: bool = False) -> list[GridPoint]:
+  """The sweep's grid: every matched experiment x seeds ``0 .. seeds-1``.
+
+  Every point is resolved (smoke, then overrides), so a bad override is an
+  error here, before anything runs.
+
+  Raises:
+    ConfigError: unknown experiment, empty glob, ``seeds < 1``, bad override.
+  """
+  # Imported here: train pulls in the whole model stack.
+  from seqbench import train as train_lib  # pylint: disable=g-import-not-at-top
+  if seeds < 1:
+    raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+  overrides = dict(overrides or {})
+  ov = tuple(sorted(overrides.items()))
+  points = []
+  for name in expand_patterns(patterns):
+    try:
+      exp = train_lib.resolve(name, overrides, smoke)
+    except ConfigError as e:
+      raise ConfigError(f"{name}: {e}") from None
+    for seed in range(seeds):
+      points.append(GridPoint(len(points), name, seed, ov, train_lib.run_id(exp, seed, smoke)))
+  return points
+
+
+_SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n`` (raises ConfigError)."""
+  m = _SHARD_RE.match(text or "")
+  if not m:
+    raise ConfigError(f"--shard expects I/N with integers 0 <= I < N, got {text!r}")
+  i, n = int(m.group(1)), int(m.group(2))
+  if n < 1 or i >= n:
+    raise ConfigError(f"--shard expects I/N with 0 <= I < N, got {text!r}")
+  return i, n
+
+
+def shard(points: Sequence[GridPoint], i: int, n: int) -> list[GridPoint]:
+  """The points of shard ``i`` of ``n``: grid index ``i`` modulo ``n`` (round robin).
+
+  Round robin balances the shards when costs grow along the grid (e.g. the k
+  of a truncation grid), and the shards partition the grid for every ``n``.
+  """
+  if not 0 <= i < n:
+    raise ConfigError(f"--shard expects I/N with 0 <= I < N, got {i}/{n}")
+  return [p for p in points if p.index % n == i]
+
+
+def _groups(points: Sequence[GridPoint], vmap: bool) -> list[list[GridPoint]]:
+  """Consecutive runs to train together: seeds of one experiment when ``vmap``."""
+  if not vmap:
+    return [[p] for p in points]
+  out: list[list[GridPoint]] = []
+  for p in points:
+    if out and out[-1][0].experiment == p.experiment:
+      out[-1].append(p)
+    else:
+      out.append([p])
+  return out
+
+
+def _status(row: Mapping[str, Any]) -> str:
+  if row.get("diverged"):
+    return f"DIVERGED at step {row.get('diverged_step')}"
+  value = row.get("test_metric")
+  shown = "none" if value is None else f"{value:.4g}"
+  return f"done test {row.get('metric_name')} {shown} ({row.get('wall_s', 0):.1f} s)"
+
+
+def run_sweep(points: Sequence[GridPoint], out_dir: str, *, smoke: bool = False,
+              vmap: bool = False, progress: Optional[bool] = False, log=None) -> int:
+  """Run the points not yet in ``out_dir/results.jsonl``; one progress line per run.
+
+  Returns the number of runs that failed (missing data, a config the task
+  rejects); the others still run.
+  """
+  from seqbench import tasks as tasks_lib  # pylint: disable=g-import-not-at-top
+  from seqbench import train as train_lib  # pylint: disable=g-import-not-at-top
+  log = log or (lambda msg: print(msg, flush=True))
+  total = len(points)
+  pos = {p.index: k for k, p in enumerate(points, start=1)}
+
+  def line(p: GridPoint, status: str) -> None:
+    log(f"[{pos[p.index]}/{total}] {p.experiment} seed {p.seed}: {status}")
+
+  done = {r.get("run_id") for r in train_lib.read_results(out_dir)}
+  pending = []
+  for p in points:
+    if p.run_id in done:
+      line(p, "skipped (already in results.jsonl)")
+    else:
+      pending.append(p)
+  failed = 0
+  for group in _groups(pending, vmap):
+    for p in group:  # a start line on stderr; the one status line per run goes to stdout
+      print(f"[{pos[p.index]}/{total}] {p.experiment} seed {p.seed}: running"
+            + (f" (vmapped with {len(group) - 1} more)" if len(group) > 1 else ""),
+            file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    try:
+      if len(group) == 1:
+        p = group[0]
+        rows = [train_lib.run_experiment(p.experiment, seed=p.seed, out_dir=out_dir,
+                                         overrides=dict(p.overrides), smoke=smoke,
+                                         progress=progress)]
+      else:
+        rows = train_lib.run_experiments_vmapped([p.spec() for p in group], out_dir=out_dir,
+                                                 smoke=smoke, progress=progress)
+    except (ConfigError, tasks_lib.DataError) as e:
+      failed += len(group)
+      for p in group:
+        line(p, f"FAILED: {e}")
+      continue
+    for p, row in zip(group, rows):
+      line(p, _status(row) + (f" [group {time.monotonic() - t0:.1f} s]"
+                              if len(group) > 1 else ""))
+  return failed
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+
+  def error(self, message):
+    raise ConfigError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = _ArgumentParser(
+      prog="seqbench sweep",
+      description=("Run named experiments x seeds into one directory; re-running the same "
+                   "command skips finished runs and resumes interrupted ones."))
+  p.add_argument("patterns", nargs="+", metavar="EXPERIMENT_OR_GLOB",
+                 help="experiment names, globs (quote them) or grid names (seqbench list)")
+  p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per experiment (default 1)")
+  p.add_argument("--out", required=True, help="output directory (results.jsonl, curves/)")
+  p.add_argument("--smoke", action="store_true", help="< 1 minute per run")
+  p.add_argument("--shard", default="0/1", metavar="I/N",
+                 help="run only grid points with index = I mod N (0 <= I < N)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config field in every run (as seqbench train)")
+  p.add_argument("--vmap", action="store_true",
+                 help="train the seeds of each experiment together (vmap over models)")
+  p.add_argument("--dry-run", action="store_true",
+                 help="print the shard's grid (index, run_id, done/pending) and run nothing")
+  p.add_argument("--progress", action="store_true", help="per-run progress bars on stderr")
+  return p
+
+
+def sweep_main(argv=None) -> int:
+  """``seqbench sweep EXPERIMENT_OR_GLOB... --seeds N --out DIR [--smoke] [--shard i/n] [--set ...]``."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+  # `--shard -1/2` would read as an option to argparse; take the next word as its value.
+  argv = [f"--shard={argv[k + 1]}" if a == "--shard" and k + 1 < len(argv) else a
+          for k, a in enumerate(argv) if not (k > 0 and argv[k - 1] == "--shard")]
+  try:
+    args = _parser().parse_args(argv)
+    overrides = parse_set_args(args.set)
+    i, n = parse_shard(args.shard)
+    points = shard(build_grid(args.patterns, args.seeds, overrides, args.smoke), i, n)
+  except ConfigError as e:
+    print(f"seqbench sweep: {e}", file=sys.stderr)
+    return 2
+  if args.dry_run:
+    from seqbench.train import read_results  # pylint: disable=g-import-not-at-top
+    done = {r.get("run_id") for r in read_results(args.out)}
+    for p in points:
+      ov = " ".join(f"{k}={v}" for k, v in p.overrides)
+      print(f"{p.index}\t{p.run_id}\t{'done' if p.run_id in done else 'pending'}\t"
+            f"{p.experiment}\tseed={p.seed}" + (f"\t{ov}" if ov else ""))
+    return 0
+  os.makedirs(args.out, exist_ok=True)
+  print(f"seqbench sweep: {len(points)} runs (shard {i}/{n}) -> "
+        f"{os.path.join(args.out, 'results.jsonl')}", flush=True)
+  failed = run_sweep(points, args.out, smoke=args.smoke, vmap=args.vmap,
+                     progress=True if args.progress else False)
+  if failed:
+    print(f"seqbench sweep: {failed} of {len(points)} runs failed", file=sys.stderr)
+    return 1
+  return 0
+
+
+__all__ = ["GridPoint", "build_grid", "expand_patterns", "parse_shard", "shard", "run_sweep",
+           "sweep_main"]
+
+
+if __name__ == "__main__":
+  sys.exit(sweep_main(sys.argv[1:]))

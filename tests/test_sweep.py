@@ -1,0 +1,150 @@
+"""Sweeps: grid as data, shard partitioning, resume after SIGKILL, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from seqbench import sweep
+from seqbench.experiments import ConfigError
+
+# A tiny adding-problem setup (as in test_train): seconds per run.
+TINY = {
+    "task.length": 12, "task.n_train": 64, "task.n_test": 32,
+    "model.hidden_size": 8, "train.batch_size": 16, "train.eval_batch_size": 32,
+}
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def _sets(overrides):
+  out = []
+  for k, v in overrides.items():
+    out += ["--set", f"{k}={v}"]
+  return out
+
+
+def test_grid_is_deterministic_data():
+  a = sweep.build_grid(["tcn-adding-*", "tcn-copy-rnn"], 3, {"model.hidden_size": 8}, smoke=True)
+  b = sweep.build_grid(["tcn-adding-*", "tcn-copy-rnn"], 3, {"model.hidden_size": 8}, smoke=True)
+  assert a == b
+  assert [p.index for p in a] == list(range(len(a)))
+  assert [(p.experiment, p.seed) for p in a[:3]] == [("tcn-adding-tcn", s) for s in range(3)]
+  assert a[-1].experiment == "tcn-copy-rnn" and a[-1].seed == 2
+  assert len({p.run_id for p in a}) == len(a)
+  # A name matched twice appears once; grid names expand to their points.
+  assert len(sweep.build_grid(["tcn-adding-rnn", "tcn-adding-r*"], 1)) == 1
+  lam = sweep.build_grid(["lam-jsb-rnn"], 1)
+  assert [p.experiment for p in lam][0] == "lam-jsb-rnn-lam0.5" and len(lam) == 6
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 64])
+def test_shards_partition_the_grid(n):
+  grid = sweep.build_grid(["tcn-*"], 3)
+  shards = [sweep.shard(grid, i, n) for i in range(n)]
+  ids = [p.run_id for s in shards for p in s]
+  assert sorted(ids) == sorted(p.run_id for p in grid)  # every run in exactly one shard
+  assert len(ids) == len(set(ids))
+  assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
+  assert shards == [sweep.shard(sweep.build_grid(["tcn-*"], 3), i, n) for i in range(n)]
+
+
+def test_dry_run_shards_via_cli(capsys, tmp_path):
+  seen = []
+  for i in range(3):
+    assert sweep.sweep_main(["tcn-adding-*", "--seeds", "2", "--out", str(tmp_path),
+                             "--dry-run", "--shard", f"{i}/3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    seen += [ln.split("\t")[1] for ln in lines]
+    assert all(int(ln.split("\t")[0]) % 3 == i for ln in lines)
+  assert sorted(seen) == sorted(p.run_id for p in sweep.build_grid(["tcn-adding-*"], 2))
+
+
+@pytest.mark.parametrize("text,ok", [("0/1", (0, 1)), ("2/3", (2, 3)), ("3/2", None),
+                                     ("2/2", None), ("a/b", None), ("-1/2", None),
+                                     ("1/0", None), ("1", None), ("", None)])
+def test_parse_shard(text, ok):
+  if ok:
+    assert sweep.parse_shard(text) == ok
+  else:
+    with pytest.raises(ConfigError, match="--shard"):
+      sweep.parse_shard(text)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["nosuch-experiment"], "unknown experiment 'nosuch-experiment'"),
+    (["zz-*"], "no experiment matches 'zz-*'"),
+    (["tcn-adding-rnn", "--set", "lr0.1"], "KEY=VALUE"),
+    (["tcn-adding-rnn", "--set", "nosuchkey=3"], "unknown key"),
+    (["tcn-adding-rnn", "--set", "train.lr=fast"], "expected float"),
+    (["tcn-adding-rnn", "--shard", "3/2"], "--shard"),
+    (["tcn-adding-rnn", "--shard", "a/b"], "--shard"),
+    (["tcn-adding-rnn", "--shard", "-1/2"], "--shard"),
+    (["tcn-adding-rnn", "--seeds", "0"], "--seeds"),
+    (["tcn-adding-rnn", "--seeds", "x"], "invalid int"),
+])
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
+  assert sweep.sweep_main(argv + ["--out", str(tmp_path / "o")]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("seqbench sweep: ") and needle in err, err
+  assert not (tmp_path / "o").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("argv", [["nosuch-experiment"], ["tcn-adding-rnn", "--shard", "-1/2"]])
+def test_bad_input_subprocess_has_no_traceback(argv, tmp_path):
+  out = subprocess.run([sys.executable, "-m", "seqbench.sweep", *argv, "--out", str(tmp_path)],
+                       env=ENV, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2
+  assert "Traceback" not in out.stderr
+  assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def _results(out):
+  path = out / "results.jsonl"
+  if not path.exists():
+    return []
+  text = path.read_text()
+  assert text == "" or text.endswith("\n")
+  return [json.loads(line) for line in text.splitlines()]  # every line parses
+
+
+def test_resume_after_sigkill(tmp_path):
+  out = tmp_path / "sweep"
+  sets = {**TINY, "train.epochs": 25}
+  cmd = [sys.executable, "-m", "seqbench.sweep", "tcn-adding-rnn", "--seeds", "2", "--smoke",
+         "--out", str(out), *_sets(sets)]
+  proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 120
+  killed = False
+  while time.monotonic() < deadline and proc.poll() is None:
+    rows = _results(out) if (out / "results.jsonl").exists() else []
+    ckpts = list((out / "checkpoints").glob("*/state.msgpack")) if rows else []
+    if rows and ckpts:  # run 1 done, run 2 in progress with a checkpoint
+      proc.send_signal(signal.SIGKILL)
+      killed = True
+      break
+    time.sleep(0.01)
+  proc.wait(timeout=30)
+  assert killed, "the sweep finished or stalled before the second run's first checkpoint"
+  assert proc.returncode == -signal.SIGKILL
+  first = _results(out)
+  assert len(first) == 1 and first[0]["seed"] == 0
+  # Re-run the same command: skips run 1, resumes run 2 from its checkpoint.
+  done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+  assert done.returncode == 0, done.stderr
+  assert "resuming" in done.stderr
+  lines = [ln for ln in done.stdout.splitlines() if ln.startswith("[")]
+  assert lines[0] == "[1/2] tcn-adding-rnn seed 0: skipped (already in results.jsonl)"
+  assert lines[1].startswith("[2/2] tcn-adding-rnn seed 1: done test mse")
+  rows = _results(out)
+  grid = sweep.build_grid(["tcn-adding-rnn"], 2, sets, smoke=True)
+  assert sorted(r["run_id"] for r in rows) == sorted(p.run_id for p in grid)  # each once
+  assert rows[0] == first[0]
+  assert rows[1]["epochs"] == 25
+  # A third run does nothing.
+  again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+  assert again.returncode == 0 and again.stdout.count("skipped") == 2
+  assert _results(out) == rows
