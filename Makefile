@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra -n 2 --durations=15 tests
 
 # PyTorch baselines (cuDNN LSTM, a PyTorch TCN) join the run when torch is
 # importable. The pinned version is the CPU build this project's machines hold
