@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 import seqbench as sb
 from seqbench.bench import run_metadata, time_compiled
-from seqbench.bench.run import write_atomic
+from seqbench.provenance import write_atomic
 
 PRESETS = {
     "cpu": dict(batch=8, time=1024, input_size=256, hidden=256, k=16),

@@ -33,7 +33,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from seqbench import convnets  # pylint: disable=wrong-import-position
 from seqbench.bench import run_metadata, time_compiled  # pylint: disable=wrong-import-position
-from seqbench.bench.run import write_atomic  # pylint: disable=wrong-import-position
+from seqbench.provenance import write_atomic  # pylint: disable=wrong-import-position
 
 SIZES = {
     "cpu": dict(batch=32, time=128, input_size=128, levels=6, kernel_size=3, hidden=256),

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from seqbench import provenance as P
 from seqbench.bench import run as R
 from seqbench.bench import suite as S
 from seqbench.bench.timing import Timing
@@ -152,8 +153,8 @@ def _leftovers(folder):
 
 
 def test_write_atomic_writes_text_and_bytes(tmp_path):
-  R.write_atomic(str(tmp_path / "a.txt"), "héllo\n")
-  R.write_atomic(str(tmp_path / "sub" / "b.bin"), b"\x00\x01")
+  P.write_atomic(str(tmp_path / "a.txt"), "héllo\n")
+  P.write_atomic(str(tmp_path / "sub" / "b.bin"), b"\x00\x01")
   assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo\n"
   assert (tmp_path / "sub" / "b.bin").read_bytes() == b"\x00\x01"
   assert not _leftovers(tmp_path)
@@ -185,14 +186,14 @@ def test_failure_mid_write_leaves_the_old_file_and_no_partial(tmp_path, monkeypa
   real_fdopen = os.fdopen
   monkeypatch.setattr(os, "fdopen", lambda fd, mode: _FailingFile(real_fdopen(fd, mode), exc))
   with pytest.raises(type(exc)):
-    R.write_atomic(str(path), '{"new": 2}\n' * 1000)
+    P.write_atomic(str(path), '{"new": 2}\n' * 1000)
   monkeypatch.undo()
   assert path.read_text() == '{"old": 1}\n'
   assert not _leftovers(tmp_path)
   # A new file that fails mid-write does not appear at all.
   monkeypatch.setattr(os, "fdopen", lambda fd, mode: _FailingFile(real_fdopen(fd, mode), exc))
   with pytest.raises(type(exc)):
-    R.write_atomic(str(tmp_path / "REPORT.md"), "# report\n" * 100)
+    P.write_atomic(str(tmp_path / "REPORT.md"), "# report\n" * 100)
   monkeypatch.undo()
   assert not (tmp_path / "REPORT.md").exists() and not _leftovers(tmp_path)
 
@@ -206,14 +207,14 @@ def test_failure_at_rename_leaves_the_old_file(tmp_path, monkeypatch):
 
   monkeypatch.setattr(os, "replace", boom)
   with pytest.raises(OSError, match="rename failed"):
-    R.write_atomic(str(path), "new")
+    P.write_atomic(str(path), "new")
   monkeypatch.undo()
   assert path.read_text() == "old" and not _leftovers(tmp_path)
 
 
 _WRITER = r'''
 import sys
-from seqbench.bench.run import write_atomic
+from seqbench.provenance import write_atomic
 path, n = sys.argv[1], 1 << 21
 print("ready", flush=True)
 i = 0

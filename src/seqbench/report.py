@@ -541,7 +541,7 @@ def report_main(argv=None) -> int:
   else:
     text = render_latex(groups, n_rows=len(rows), dirs=args.dirs)
   if out_file:
-    from seqbench.bench.run import write_atomic  # pylint: disable=g-import-not-at-top
+    from seqbench.provenance import write_atomic  # pylint: disable=g-import-not-at-top
     write_atomic(out_file, text)
     print(f"seqbench report: {len(groups)} table rows from {len(rows)} runs -> {out_file}"
           + (f" (+{len(plots)} plots in {plot_dir})" if plots else ""))

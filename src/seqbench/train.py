@@ -64,8 +64,7 @@ from flax import serialization
 
 from seqbench import stability
 from seqbench import tasks as tasks_lib
-from seqbench.bench.metadata import run_metadata
-from seqbench.bench.run import write_atomic
+from seqbench.provenance import run_metadata, write_atomic
 from seqbench.experiments import (ConfigError, Experiment, TrainConfig, apply_overrides,
                                   get_experiment, parse_set_args)
 from seqbench.experiments import smoke as smoke_config

@@ -20,30 +20,16 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from typing import Optional
+
+from seqbench.provenance import write_atomic
 
 DTYPES = {"f32": "float32", "bf16": "bfloat16", "float32": "float32", "bfloat16": "bfloat16"}
 
 #: ``seqbench.bench.suite.SUITES`` (named here so parsing needs no JAX); "tiny"
 #: is for tests.
 SUITE_NAMES = ("default", "full", "tiny")
-
-
-def write_atomic(path: str, data: str | bytes) -> None:
-  """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def _fmt(x, digits=2) -> str:
@@ -243,7 +229,7 @@ def main(argv=None) -> int:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from seqbench.bench import suite as S  # pylint: disable=g-import-not-at-top
-  from seqbench.bench.metadata import run_metadata  # pylint: disable=g-import-not-at-top
+  from seqbench.provenance import run_metadata  # pylint: disable=g-import-not-at-top
 
   from seqbench.bench import sharding as SH  # pylint: disable=g-import-not-at-top
 

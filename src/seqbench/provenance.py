@@ -1,4 +1,9 @@
-"""What every result row carries: code version, packages, device, precision."""
+"""Provenance of every result: code version, packages, device, precision.
+
+Shared by training runs and benchmarks (both write result rows), so it sits
+below both: :func:`run_metadata` for what a row carries, :func:`write_atomic`
+for how result files are written (a reader never sees half a file).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+import tempfile
 from typing import Optional
 
 import jax
@@ -63,3 +69,18 @@ def run_metadata(dtype: str = "float32") -> dict:
       "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
   }
+
+
+def write_atomic(path: str, data: str | bytes) -> None:
+  """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
