@@ -121,7 +121,10 @@ def test_resume_after_sigkill(tmp_path):
   killed = False
   while time.monotonic() < deadline and proc.poll() is None:
     rows = _results(out) if (out / "results.jsonl").exists() else []
-    ckpts = list((out / "checkpoints").glob("*/state.msgpack")) if rows else []
+    done_ids = {r["run_id"] for r in rows}
+    # Run 1's own checkpoint can outlive its row for a moment: wait for run 2's.
+    ckpts = [c for c in (out / "checkpoints").glob("*/state.msgpack")
+             if c.parent.name not in done_ids] if rows else []
     if rows and ckpts:  # run 1 done, run 2 in progress with a checkpoint
       proc.send_signal(signal.SIGKILL)
       killed = True
