@@ -70,6 +70,18 @@ def scaling_table(rows: list) -> str:
   return "\n".join(lines)
 
 
+def _save_png(fig, path: str) -> str:
+  """Render ``fig`` to PNG bytes and write them atomically to ``path``."""
+  import io  # pylint: disable=g-import-not-at-top
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=120)
+  plt.close(fig)
+  write_atomic(path, buf.getvalue())
+  return path
+
+
 def plot_scaling(rows: list, path: str, title: str) -> Optional[str]:
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
@@ -94,13 +106,7 @@ def plot_scaling(rows: list, path: str, title: str) -> Optional[str]:
   ax.set_title(title, fontsize=9)
   ax.legend(fontsize=7)
   ax.grid(True, which="both", alpha=0.3)
-  fig.tight_layout()
-  import io  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=120)
-  plt.close(fig)
-  write_atomic(path, buf.getvalue())
-  return path
+  return _save_png(fig, path)
 
 
 def device_table(rows: list) -> str:
@@ -147,13 +153,7 @@ def plot_accuracy_vs_throughput(rows: list, path: str, metric: str = "metric",
   ax.set_ylabel(metric_label or metric)
   ax.set_title(title, fontsize=9)
   ax.grid(True, which="both", alpha=0.3)
-  fig.tight_layout()
-  import io  # pylint: disable=g-import-not-at-top
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=120)
-  plt.close(fig)
-  write_atomic(path, buf.getvalue())
-  return path
+  return _save_png(fig, path)
 
 
 def parse_devices(spec: str, available: int) -> list:
