@@ -90,8 +90,17 @@ def project_l1_columns(w: Array, radius) -> Array:
   inside the ball are returned unchanged, bit for bit.
   """
   radius = jnp.asarray(radius, w.dtype)
+  inside = jnp.sum(jnp.abs(w), axis=0) <= radius * (1 + _INSIDE_SLACK)
+  # Projected training spends most steps inside the set, where the sort below
+  # is wasted (26 ms of a 50 ms LSTM projection at H=256 on CPU): skip it then.
+  # (Under vmap the cond becomes a select and both sides run.)
+  return lax.cond(jnp.all(inside), lambda: w,
+                  lambda: jnp.where(inside[None, :], w, _shrink_l1_columns(w, radius)))
+
+
+def _shrink_l1_columns(w: Array, radius: Array) -> Array:
+  """Soft-threshold every column onto the l1 sphere of ``radius``."""
   mag = jnp.abs(w)
-  norms = jnp.sum(mag, axis=0)
   srt = -jnp.sort(-mag, axis=0)  # descending
   csum = jnp.cumsum(srt, axis=0)
   idx = jnp.arange(1, w.shape[0] + 1, dtype=w.dtype)[:, None]
@@ -104,9 +113,7 @@ def project_l1_columns(w: Array, radius) -> Array:
   # The threshold comes from a difference of sums much larger than the radius;
   # one rescale removes what round-off left above it.
   shrunk_norms = jnp.sum(jnp.abs(shrunk), axis=0)
-  shrunk = shrunk * jnp.minimum(1, radius / jnp.maximum(shrunk_norms, jnp.finfo(w.dtype).tiny))
-  inside = norms <= radius * (1 + _INSIDE_SLACK)
-  return jnp.where(inside[None, :], w, shrunk)
+  return shrunk * jnp.minimum(1, radius / jnp.maximum(shrunk_norms, jnp.finfo(w.dtype).tiny))
 
 
 def _gate_blocks(w: Array, n: int):
