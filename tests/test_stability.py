@@ -61,11 +61,24 @@ def test_rnn_projection_is_euclidean_singular_value_clip():
   assert np.linalg.norm(w - w_new) <= np.linalg.norm(w - other) + 1e-6
 
 
+@pytest.mark.parametrize("hidden,scale", [(32, 4.0), (256, 3.0)])
+def test_rnn_gram_projection_equals_the_svd_clip(hidden, scale):
+  cell, params = make("rnn_tanh", hidden=hidden, scale=scale)
+  gram = sb.stability.project(cell, params, 0.9, method="gram")["recurrent_kernel"]
+  svd = sb.stability.project(cell, params, 0.9, method="svd")["recurrent_kernel"]
+  assert float(jnp.max(jnp.abs(params["recurrent_kernel"] - svd))) > 1e-2  # it binds
+  np.testing.assert_allclose(np.asarray(gram), np.asarray(svd), atol=2e-5)
+  assert np.linalg.norm(np.asarray(gram), 2) <= 0.9 * (1 + 1e-5)
+  # Idempotent, bit for bit, once inside.
+  again = sb.stability.project(cell, {**params, "recurrent_kernel": gram}, 0.9)
+  np.testing.assert_array_equal(np.asarray(again["recurrent_kernel"]), np.asarray(gram))
+
+
 def test_rnn_power_iteration_option():
   cell, params = make("rnn_tanh", hidden=32, scale=4.0)
   out = sb.stability.project(cell, params, 0.9, method="power", power_iters=50)
   np.testing.assert_allclose(sb.stability.lipschitz_bound(cell, out), 0.9, rtol=1e-3)
-  with pytest.raises(ValueError, match="svd.*power"):
+  with pytest.raises(ValueError, match="gram.*svd.*power"):
     sb.stability.project(cell, params, 0.9, method="qr")
 
 

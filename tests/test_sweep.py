@@ -52,6 +52,25 @@ def test_shards_partition_the_grid(n):
   assert shards == [sweep.shard(sweep.build_grid(["tcn-*"], 3), i, n) for i in range(n)]
 
 
+def test_vmap_groups_join_variants_that_share_shapes():
+  grid = sweep.build_grid(["mh-jsb-rnn-*", "mh-jsb-lstm-unstable", "lam-jsb-rnn"], 2)
+  groups = sweep.vmap_groups(grid, vmap=True)
+  names = [sorted({p.experiment for p in g}) for g in groups]
+  # Stable/unstable RNN and the RNN λ sweep share every shape and setting but
+  # stable/lam: one program. The LSTM (other cell) and the authors'-layout
+  # LSTM (truncated executor) cannot join it.
+  rnn = [g for g in names if "mh-jsb-rnn-stable" in g]
+  assert len(rnn) == 1 and "mh-jsb-rnn-unstable" in rnn[0]
+  assert {n for n in rnn[0] if n.startswith("lam-")} == {
+      p.experiment for p in grid if p.experiment.startswith("lam-")}
+  assert ["mh-jsb-lstm-unstable"] in names
+  # Every point is in exactly one group, and seeds stay with their experiment.
+  flat = [p.index for g in groups for p in g]
+  assert sorted(flat) == [p.index for p in grid]
+  without = sweep.vmap_groups(grid, vmap=False)
+  assert [[p.index] for p in grid] == [[p.index for p in g] for g in without]
+
+
 def test_dry_run_shards_via_cli(capsys, tmp_path):
   seen = []
   for i in range(3):

@@ -348,12 +348,20 @@ def project(cell: Cell, params: Any, lam: float, input_bound: float = 1.0, **kwa
 
 
 @project.register
-def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "svd",
+def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
       power_iters: int = 20):
   """Clip the singular values of the recurrent matrix to ``lam``.
 
-  ``method="svd"`` (default) is the exact Euclidean projection onto
-  :math:`\\{\\|W\\|_2 \\le \\lambda\\}`. ``method="power"`` estimates
+  ``method="gram"`` (default) and ``method="svd"`` are the exact Euclidean
+  projection onto :math:`\\{\\|W\\|_2 \\le \\lambda\\}`,
+  :math:`W \\mapsto U \\min(\\Sigma, \\lambda) V^\\top`. ``"gram"`` gets
+  :math:`V` and :math:`\\Sigma^2` from ``eigh`` of :math:`W^\\top W` and
+  subtracts :math:`W V \\,\\mathrm{diag}(1 - \\min(1, \\lambda/\\sigma))\\, V^\\top`:
+  the same matrix to float32 round-off (the clipped directions have
+  :math:`\\sigma > \\lambda`, where squaring costs no accuracy), and on XLA:CPU
+  about 10x faster than ``jnp.linalg.svd`` at H = 256 -- the projection runs
+  after every update, so it set the stable RNN's training speed.
+  ``method="power"`` estimates
   :math:`\\sigma_{max}` by power iteration and rescales the whole matrix: much
   cheaper for large H, but not the Euclidean projection, and the estimate
   approaches :math:`\\sigma_{max}` from below (use enough ``power_iters``).
@@ -361,7 +369,13 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "svd",
   del input_bound
   lam = _check_lam(lam)
   w = params["recurrent_kernel"]
-  if method == "svd":
+  if method == "gram":
+    e, v = jnp.linalg.eigh(w.T @ w)
+    sigma = jnp.sqrt(jnp.maximum(e, 0))
+    inside = jnp.max(sigma) <= lam * (1 + _INSIDE_SLACK)
+    shrink = 1 - jnp.minimum(1, lam / jnp.maximum(sigma, jnp.finfo(w.dtype).tiny))
+    new_w = jnp.where(inside, w, w - (w @ (v * shrink)) @ v.T)
+  elif method == "svd":
     u, s, vt = jnp.linalg.svd(w, full_matrices=False)
     inside = s[0] <= lam * (1 + _INSIDE_SLACK)
     clipped = (u * jnp.minimum(s, lam)) @ vt
@@ -370,7 +384,8 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "svd",
     sigma = _power_spectral_norm(w, power_iters)
     new_w = jnp.where(sigma <= lam * (1 + _INSIDE_SLACK), w, w * (lam / sigma))
   else:
-    raise ValueError(f"RNN projection method must be 'svd' or 'power', got {method!r}")
+    raise ValueError(
+        f"RNN projection method must be 'gram', 'svd' or 'power', got {method!r}")
   return {**params, "recurrent_kernel": new_w}
 
 

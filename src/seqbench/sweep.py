@@ -17,9 +17,10 @@ Resuming: the sweep itself keeps no state. Completed runs are the rows of
 interrupted run continues from its checkpoint in ``OUT/checkpoints/RUN_ID``;
 so re-running the same command after a SIGKILL skips what is done, resumes the
 run that was in progress, and loses at most the steps since its last
-checkpoint. ``--vmap`` trains the pending seeds of one experiment together in
-one compiled program (:func:`seqbench.train.run_experiments_vmapped`; equal to
-separate runs); then a kill loses at most the group in progress.
+checkpoint. ``--vmap`` trains the pending runs that share shapes and settings together in
+one compiled program (:func:`vmap_groups`: the seeds of an experiment and its
+stable/unstable or λ variants; :func:`seqbench.train.run_experiments_vmapped`,
+equal to separate runs); then a kill loses at most the group in progress.
 
 Exit status: 0 when every run of the shard has a row; 1 when some run failed
 (missing data, a config the task rejects -- the others still run); 2 for bad
@@ -142,17 +143,25 @@ def shard(points: Sequence[GridPoint], i: int, n: int) -> list[GridPoint]:
   return [p for p in points if p.index % n == i]
 
 
-def _groups(points: Sequence[GridPoint], vmap: bool) -> list[list[GridPoint]]:
-  """Consecutive runs to train together: seeds of one experiment when ``vmap``."""
+def vmap_groups(points: Sequence[GridPoint], vmap: bool,
+                smoke: bool = False) -> list[list[GridPoint]]:
+  """The runs to train together, in the order of each group's first point.
+
+  Without ``vmap`` every run is its own group. With it, all points whose
+  resolved experiments share :func:`seqbench.train.vmap_key` form one group:
+  the seeds of an experiment, and also its variants that differ only in
+  ``stable``, ``lam`` or ``lr`` (a Table 1 stable/unstable pair, a λ sweep).
+  Small recurrent models leave the hardware mostly idle, so a group costs
+  little more than one run.
+  """
   if not vmap:
     return [[p] for p in points]
-  out: list[list[GridPoint]] = []
+  from seqbench import train as train_lib  # pylint: disable=g-import-not-at-top
+  groups: dict[tuple, list[GridPoint]] = {}
   for p in points:
-    if out and out[-1][0].experiment == p.experiment:
-      out[-1].append(p)
-    else:
-      out.append([p])
-  return out
+    exp = train_lib.resolve(p.experiment, dict(p.overrides), smoke)
+    groups.setdefault(train_lib.vmap_key(exp), []).append(p)
+  return list(groups.values())
 
 
 def _status(row: Mapping[str, Any]) -> str:
@@ -187,7 +196,7 @@ def run_sweep(points: Sequence[GridPoint], out_dir: str, *, smoke: bool = False,
     else:
       pending.append(p)
   failed = 0
-  for group in _groups(pending, vmap):
+  for group in vmap_groups(pending, vmap, smoke):
     for p in group:  # a start line on stderr; the one status line per run goes to stdout
       print(f"[{pos[p.index]}/{total}] {p.experiment} seed {p.seed}: running"
             + (f" (vmapped with {len(group) - 1} more)" if len(group) > 1 else ""),
@@ -234,7 +243,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config field in every run (as seqbench train)")
   p.add_argument("--vmap", action="store_true",
-                 help="train the seeds of each experiment together (vmap over models)")
+                 help=("train runs that differ only in seed, stable, lam or lr together "
+                       "(vmap over models)"))
   p.add_argument("--dry-run", action="store_true",
                  help="print the shard's grid (index, run_id, done/pending) and run nothing")
   p.add_argument("--progress", action="store_true", help="per-run progress bars on stderr")

@@ -929,6 +929,17 @@ def run_experiment(experiment, *, seed: int = 0, out_dir: str,
 VMAP_VARIABLE_FIELDS = ("stable", "lam", "lr")
 
 
+def vmap_key(experiment) -> tuple:
+  """What must be equal for two resolved experiments to train in one vmapped program.
+
+  Everything but the name and :data:`VMAP_VARIABLE_FIELDS` (``train.stable``,
+  ``train.lam``, ``train.lr``): the stable and unstable variants of a row, or
+  the points of a λ sweep, share this key; seeds never enter it.
+  """
+  train = dataclasses.replace(experiment.train, stable=False, lam=1.0, lr=1.0)
+  return (experiment.task, experiment.task_options, experiment.model, train)
+
+
 def run_experiments_vmapped(specs: Iterable, *, out_dir: str, smoke: bool = False,
                             progress: Optional[bool] = None) -> list[dict]:
   """Train several variants together in one compiled program (vmap over models).
@@ -958,13 +969,8 @@ def run_experiments_vmapped(specs: Iterable, *, out_dir: str, smoke: bool = Fals
   if not members:
     return []
   ref = members[0].exp
-
-  def comparable(e: Experiment):
-    train = dataclasses.replace(e.train, stable=False, lam=1.0, lr=1.0)
-    return (e.task, e.task_options, e.model, train)
-
   for mem in members[1:]:
-    if comparable(mem.exp) != comparable(ref):
+    if vmap_key(mem.exp) != vmap_key(ref):
       a, b = ref.resolved_dict(), mem.exp.resolved_dict()
       diff = [f"{s}.{k}" for s in ("model", "train") for k in a[s]
               if a[s][k] != b[s][k] and k not in VMAP_VARIABLE_FIELDS]
