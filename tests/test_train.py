@@ -46,6 +46,16 @@ def test_row_has_exactly_the_keys_and_is_appended(tmp_path):
   assert row["versions"]["jax"] == jax.__version__
   curves = json.loads((tmp_path / "curves" / f"{row['run_id']}.json").read_text())
   assert len(curves["history"]) == row["epochs"]
+  # Stability over training: the certified bound every epoch, the measured
+  # contraction at least after the first and the last, never above the bound.
+  hist = curves["history"]
+  assert all(h["certified_bound"] > 0 for h in hist)
+  measured = [h for h in hist if "empirical_contraction" in h]
+  assert measured[0]["epoch"] == 1 and measured[-1]["epoch"] == row["epochs"]
+  assert all(0 < h["empirical_contraction"] <= h["certified_bound"] + 1e-5 for h in measured)
+  # The last epoch's params need not be the best-valid ones, but here (no
+  # valid split) the row reports the last epoch's.
+  assert measured[-1]["empirical_contraction"] == pytest.approx(row["empirical_contraction"])
   # The same run again is not repeated: same row back, no second line.
   again = _run("tcn-adding-rnn", tmp_path, **TINY)
   assert again == rows[0]

@@ -19,8 +19,9 @@ trains and evaluates nothing.
 * ``--plots`` writes PNGs (matplotlib): metric vs k; gap vs k on a log scale
   with the slope of the ``λ^k`` bound drawn (λ: the certified bound of the
   trained model, else the projection's λ; anchored at the smallest k, since
-  the constant of the bound is not measured); the certified contraction over
-  training when the per-epoch history has it; the λ frontier (test metric vs λ
+  the constant of the bound is not measured); the measured contraction and
+  the certified bound over training when the per-epoch history has them; the
+  λ frontier (test metric vs λ
   of stable runs, per task and model).
 """
 
@@ -453,24 +454,35 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
     ax.set_ylabel("mean ‖y − y^k‖ (test)")
     ax.legend(fontsize=6)
     save(fig, "gap_vs_k.png")
-  # Contraction over training (when the per-epoch history records it).
+  # Stability over training: per group, the mean over seeds of the measured
+  # contraction (solid) and of the certified bound (dashed), epoch by epoch.
   series = []
   for g in groups:
+    per_epoch: dict = {}
     for r in g.rows:
-      hist = (read_curves(r) or {}).get("history") or []
-      pts = [(h["epoch"], h.get("certified_bound", h.get("empirical_contraction")))
-             for h in hist]
-      pts = [p for p in pts if p[1] is not None]
-      if pts:
-        series.append((f"{g.experiment} s{r.get('seed')}", pts))
+      for h in (read_curves(r) or {}).get("history") or []:
+        slot = per_epoch.setdefault(h["epoch"], ([], []))
+        for j, key in enumerate(("empirical_contraction", "certified_bound")):
+          if h.get(key) is not None and math.isfinite(h[key]):
+            slot[j].append(h[key])
+    lines = [sorted((e, sum(v[j]) / len(v[j])) for e, v in per_epoch.items() if v[j])
+             for j in (0, 1)]
+    if lines[0] or lines[1]:
+      series.append((g.experiment + (f" [{g.variant}]" if g.variant else ""), lines))
   if series:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, pts in series:
-      ax.plot(*zip(*pts), marker=".", label=label)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (measured, certified) in series:
+      color = None
+      if measured:
+        line, = ax.plot(*zip(*measured), marker="o", ms=3, label=f"{label}: measured")
+        color = line.get_color()
+      if certified:
+        ax.plot(*zip(*certified), ls="--", color=color, label=f"{label}: certified")
     ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("contraction (certified bound)")
-    ax.legend(fontsize=6)
+    ax.set_ylabel("contraction (mean over seeds)")
+    ax.legend(fontsize=5)
     save(fig, "contraction_over_training.png")
   # λ frontier: stable runs' test metric vs λ, per (task, model).
   frontier: dict = {}

@@ -41,7 +41,7 @@ Outputs in ``OUT``:
   appended with a single ``os.write`` on an ``O_APPEND`` descriptor (a reader
   never sees half a row; :func:`read_results` skips a torn last line);
 * ``curves/RUN_ID.json``: per-epoch history (train loss, valid metric, lr,
-  certified bound) and the truncation study (metric and ``||y - y^k||`` per k).
+  certified bound, and every ``contraction_every`` epochs the measured contraction) and the truncation study (metric and ``||y - y^k||`` per k).
 """
 
 from __future__ import annotations
@@ -157,9 +157,21 @@ def read_results(out_dir: str) -> list[dict]:
   return rows
 
 
+#: Train settings that change only what is logged, never the trained model or
+#: its final metrics: not part of a run's identity, so that finished runs stay
+#: recognised by resumed sweeps. (``checkpoint_seconds`` is one too, but it was
+#: hashed from the start and taking it out would rename every existing run.)
+BOOKKEEPING_FIELDS = ("contraction_every",)
+
+
 def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
-  """Stable hash of the experiment name, its resolved config and the seed."""
-  blob = json.dumps({"experiment": exp.name, "config": exp.resolved_dict(), "seed": int(seed),
+  """Stable hash of the experiment name, its resolved config and the seed.
+
+  :data:`BOOKKEEPING_FIELDS` are left out of the hash.
+  """
+  config = exp.resolved_dict()
+  config["train"] = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING_FIELDS}
+  blob = json.dumps({"experiment": exp.name, "config": config, "seed": int(seed),
                      "smoke": bool(smoke)}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -748,10 +760,19 @@ class _Trainer:
           if alive[i]:
             meta["lr"][i] = next_lr(t.lr_schedule if t.lr_schedule == "step" else "none",
                                     meta["lr"][i], t, epoch + 1, [], False)
-        meta["history"][i].append({
-            "epoch": epoch + 1, "train_loss": mean_loss if alive[i] else None,
-            "valid_metric": v, "lr": meta["lr"][i],
-            "wall_s": wall_before + time.monotonic() - start_wall})
+        entry = {"epoch": epoch + 1, "train_loss": mean_loss if alive[i] else None,
+                 "valid_metric": v, "lr": meta["lr"][i],
+                 "wall_s": wall_before + time.monotonic() - start_wall}
+        if self.model.config.is_recurrent and alive[i]:
+          # Stability over training (does a nominally unstable model stay in
+          # the stable regime on data?): the certified bound every epoch, the
+          # measured contraction every ``contraction_every`` epochs and at the end.
+          p_i = self._index(state["params"], i)
+          entry["certified_bound"] = self.certified_bound(p_i)
+          if t.contraction_every and ((epoch + 1) % t.contraction_every == 0
+                                      or epoch + 1 == t.epochs or epoch == 0):
+            entry["empirical_contraction"] = self.contraction(p_i)
+        meta["history"][i].append(entry)
       if self.data.valid_split:
         mask = np.asarray(improved_any)
         best_params = _select(best_params, state["params"], mask, self.batched)

@@ -76,6 +76,8 @@ class TrainConfig:
       (from the zero state).
     contraction_rows: sequences of each of those batches used.
     contraction_steps: at most this many time steps per sequence.
+    contraction_every: record the measured contraction in the per-epoch
+      history every this many epochs (and after the first and last; 0 = never).
     checkpoint_seconds: also checkpoint mid-epoch at most this often.
   """
 
@@ -103,6 +105,7 @@ class TrainConfig:
   contraction_batches: int = 1
   contraction_rows: int = 4
   contraction_steps: int = 256
+  contraction_every: int = 5
   checkpoint_seconds: float = 300.0
 
   def __post_init__(self):
