@@ -182,3 +182,21 @@ def test_fmt_is_finite_and_plain():
   assert report.fmt(0.8721) == "0.8721"
   assert report.fmt(5.8e-5) == "5.800e-05"
   assert not math.isnan(report.mean_std([1.0])[0])
+
+
+def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
+  # A capped row of the adding task: the estimate is units/epoch x the
+  # registered epochs / measured rate, with units counted from real batches.
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+  import estimate_full_run  # pylint: disable=g-import-not-at-top
+  from seqbench.experiments import get_experiment  # pylint: disable=g-import-not-at-top
+  exp = get_experiment("tcn-adding-rnn")
+  rows = [{"experiment": exp.name, "config": {"train": {"max_steps_per_epoch": 5},
+                                              "vmap_group_size": 2},
+           "steps": 5, "tokens_per_s": rate, "device_kind": "cpu", "git_sha": "abc"}
+          for rate in (1000.0, 3000.0)]
+  (g,) = estimate_full_run.estimate(rows)
+  n_train, length = 50_000, 600  # the adding task's training set at T = 600
+  assert g["units_per_epoch"] == n_train * length
+  assert g["estimated_hours"] == pytest.approx(n_train * length * exp.train.epochs / 2000 / 3600)
+  assert "estimated hours" in estimate_full_run.render([g], str(tmp_path))
