@@ -82,7 +82,8 @@ from seqbench.models import Model, ModelConfig
 #: * ``epochs``: epochs completed; ``steps``: updates applied; ``wall_s``: the
 #:   whole run (across resumes; for a vmapped group, the group's);
 #:   ``tokens_per_s``: scored input steps trained per second per model,
-#:   excluding the first (compiling) step and evaluation.
+#:   excluding evaluation and every step that compiled (the first one, and the
+#:   first of each new batch shape, e.g. music lengths).
 #: * ``diverged_step``: the step whose loss or gradient was first non-finite.
 #: * ``certified_bound``: max over layers of ``stability.lipschitz_bound``
 #:   (inputs assumed in [-1, 1]); ``empirical_contraction``: max over layers of
@@ -675,7 +676,7 @@ class _Trainer:
       _save_checkpoint(ckpt_path, (state, best_params), meta)
 
     steps_per_epoch = None
-    first_step_done = False
+    compiled_shapes = set()  # batch shapes whose train step has been compiled
     last_ckpt = time.monotonic()
 
     for epoch in range(meta["epoch"], t.epochs):
@@ -698,13 +699,21 @@ class _Trainer:
           continue
         batch = group[0] if self.shared_data else _stack_batches(group)
         batch_units = _units(group[0])
+        shape = tuple(batch["inputs"].shape)
+        compiles = shape not in compiled_shapes
+        if compiles:
+          # A new shape (the first step; music lengths) compiles: close the
+          # timing window before it and reopen it after, so that neither its
+          # time nor its tokens count in the throughput.
+          jax.block_until_ready(state["params"])
+          meta["train_s"] += time.monotonic() - t0
+          meta["train_units"] += units
+          units = 0.0
         state, loss = self._train_step(state, batch)
         pending.append(loss)
-        if not first_step_done:
-          # The first step compiles: neither its time nor its tokens count in
-          # the throughput (later new shapes, e.g. music lengths, do count).
+        if compiles:
           jax.block_until_ready(loss)
-          first_step_done = True
+          compiled_shapes.add(shape)
           t0 = time.monotonic()
         else:
           units += batch_units

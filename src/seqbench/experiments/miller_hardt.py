@@ -120,6 +120,26 @@ def jsb(backbone: str, stable: bool) -> Experiment:
       notes="Settings: the authors' TCN/poly_music fork (paper.md §4); 100 of 'up to 500' epochs.")
 
 
+def nottingham(backbone: str, stable: bool) -> Experiment:
+  """The JSB setup run on Nottingham (the same ``poly_music`` script, ``--data Nott``).
+
+  Not in the paper's table: the stable/unstable comparison on the second
+  polyphonic-music set of the TCN benchmark, with the authors' JSB settings.
+  """
+  base = jsb(backbone, stable)
+  return dataclasses.replace(
+      base, name=f"mh-nottingham-{backbone}-{'stable' if stable else 'unstable'}",
+      title=(f"Miller & Hardt settings on Nottingham, {_BACKBONES[backbone]}, "
+             f"{'stable' if stable else 'unstable'} (test frame NLL)"),
+      task="nottingham", published=None, published_note="",
+      cost_cpu=("~1-2 h RNN (12.8x JSB's training frames; estimate), LSTM ~2-3x that; "
+                "benchmarks/results/cpu/nottingham-throughput has a measured estimate"),
+      cost_gpu="~30 min (estimate; batch 1 is latency bound)",
+      group="mh-music",
+      notes=("The authors' JSB settings (poly_music, SGD 1e-2, clip 1, batch 1, 100 epochs) "
+             "on Nottingham; no published number."))
+
+
 def jsb_lstm_authors_layout() -> Experiment:
   base = jsb("lstm", False)
   return dataclasses.replace(
@@ -133,7 +153,7 @@ def jsb_lstm_authors_layout() -> Experiment:
 
 def experiments() -> list[Experiment]:
   out = []
-  for make in (wikitext2, ptb_char, jsb):
+  for make in (wikitext2, ptb_char, jsb, nottingham):
     for backbone in _BACKBONES:
       for stable in _VARIANTS.values():
         out.append(make(backbone, stable))
