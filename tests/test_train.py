@@ -240,3 +240,17 @@ def test_module_entry_point_reports_errors_without_traceback():
       "seqbench train: unknown experiment 'mh-jsb-rnn-stabel'; did you mean "
       "mh-jsb-rnn-stable or mh-jsb-rnn-unstable? (`seqbench list` shows all "
       f"{len(train_lib.get_experiment.__globals__['EXPERIMENTS'])})"]
+
+
+def test_run_identity_ignores_bookkeeping_and_is_stable():
+  base = train_lib.resolve("mh-jsb-rnn-unstable")
+  logged = train_lib.resolve("mh-jsb-rnn-unstable", {"train.eval_ks": "1,2,4",
+                                                     "train.contraction_every": 1})
+  assert logged.train.eval_ks == (1, 2, 4)
+  assert train_lib.run_id(logged, 0) == train_lib.run_id(base, 0)
+  assert train_lib.run_id(base, 1) != train_lib.run_id(base, 0)
+  trained_differently = train_lib.resolve("mh-jsb-rnn-unstable", {"train.lr": 0.1})
+  assert train_lib.run_id(trained_differently, 0) != train_lib.run_id(base, 0)
+  # Pinned: the id of a committed run (benchmarks/results/cpu/repro). A change
+  # here renames every finished run, so that resumed sweeps would redo them.
+  assert train_lib.run_id(base, 0) == "321d0b633c0e4238"

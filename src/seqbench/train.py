@@ -159,10 +159,16 @@ def read_results(out_dir: str) -> list[dict]:
 
 
 #: Train settings that change only what is logged, never the trained model or
-#: its final metrics: not part of a run's identity, so that finished runs stay
-#: recognised by resumed sweeps. (``checkpoint_seconds`` is one too, but it was
-#: hashed from the start and taking it out would rename every existing run.)
-BOOKKEEPING_FIELDS = ("contraction_every",)
+#: its test metric: a run's identity ignores them, so a finished run is
+#: recognised (and an interrupted one resumed) whatever they are set to.
+#: ``eval_ks`` (the truncation study after training) is hashed at its default,
+#: ``contraction_every`` not at all: both keep the ids runs had before they
+#: were bookkeeping. (``checkpoint_seconds`` is one too, but it was hashed from
+#: the start and taking it out would rename every existing run.) Consequence:
+#: adding ``eval_ks`` to a finished run does not redo it -- run the
+#: ``trunc-eval-*`` experiments, whose names differ.
+BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every")
+_HASHED_AT_DEFAULT = {"eval_ks": ()}
 
 
 def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
@@ -171,7 +177,8 @@ def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
   :data:`BOOKKEEPING_FIELDS` are left out of the hash.
   """
   config = exp.resolved_dict()
-  config["train"] = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING_FIELDS}
+  config["train"] = {k: _HASHED_AT_DEFAULT.get(k, v) for k, v in config["train"].items()
+                     if k not in BOOKKEEPING_FIELDS or k in _HASHED_AT_DEFAULT}
   blob = json.dumps({"experiment": exp.name, "config": config, "seed": int(seed),
                      "smoke": bool(smoke)}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
