@@ -200,3 +200,18 @@ def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
   assert g["units_per_epoch"] == n_train * length
   assert g["estimated_hours"] == pytest.approx(n_train * length * exp.train.epochs / 2000 / 3600)
   assert "estimated hours" in estimate_full_run.render([g], str(tmp_path))
+
+
+def test_logging_only_settings_do_not_split_a_row():
+  from seqbench import train  # pylint: disable=g-import-not-at-top
+  assert report.BOOKKEEPING_FIELDS == train.BOOKKEEPING_FIELDS
+  name = "mh-jsb-rnn-stable"
+  cfg = EXPERIMENTS[name].resolved_dict()
+  with_ks = {**cfg, "smoke": False, "train": {**cfg["train"], "eval_ks": [1, 2, 4]}}
+  plain = {**cfg, "smoke": False}
+  lr = {**cfg, "smoke": False, "train": {**cfg["train"], "lr": 0.5}}
+  rows = [_row(name, 0, 9.0, metric="frame_nll", config=with_ks),
+          _row(name, 1, 9.2, metric="frame_nll", config=plain),
+          _row(name, 2, 9.4, metric="frame_nll", config=lr)]
+  groups = report.summarize(rows)
+  assert sorted((g.n, g.variant) for g in groups) == [(1, "train.lr=0.5"), (2, "")]

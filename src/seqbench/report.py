@@ -151,9 +151,16 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict:
   return out
 
 
+#: Train settings that only change what a run logs (``seqbench.train.BOOKKEEPING_FIELDS``;
+#: a test keeps the two equal): runs that differ in them are the same variant.
+BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every")
+
+
 def _group_config(row: Mapping[str, Any]) -> dict:
   cfg = dict(row.get("config") or {})
   cfg.pop("vmap_group_size", None)
+  if isinstance(cfg.get("train"), Mapping):
+    cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in BOOKKEEPING_FIELDS}
   return _canon(cfg)
 
 
@@ -175,7 +182,8 @@ def _variant(name: str, cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> str
   parts = ["smoke"] if smoke else []
   flat = _flat({k: v for k, v in cfg.items() if k != "smoke"})
   if ref_flat is not None and flat:  # (a row without its config: nothing to compare)
-    diff = [k for k in sorted(set(flat) | set(ref_flat)) if flat.get(k) != ref_flat.get(k)]
+    diff = [k for k in sorted(set(flat) | set(ref_flat)) if flat.get(k) != ref_flat.get(k)
+            and k.split(".")[-1] not in BOOKKEEPING_FIELDS]
     parts += [f"{k}={flat.get(k)}" for k in diff[:4]]
     if len(diff) > 4:
       parts.append(f"+{len(diff) - 4} more")
