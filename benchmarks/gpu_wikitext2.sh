@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Miller & Hardt Table 1 on Wikitext-2 -- 4 rows x 3 seeds -- on one GPU.
+#
+#   SEQBENCH_GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu_wikitext2.sh OUT_DIR
+#
+# `sweep --vmap` trains the 12 runs as two programs (RNN stable+unstable x 3
+# seeds, LSTM likewise). Step 1 is a capped sweep (1 epoch x 200 steps) whose
+# measured tokens/s gives the full runs' cost (scripts/estimate_full_run.py);
+# step 2 runs the full sweep for at most FULL_SECONDS (default 420) -- it is
+# resumable, so the same command continues where a run was cut off, from its
+# checkpoint. The issue's target: all 12 runs in under 15 minutes on one H100.
+#
+# The GPU machine lacks `datasets` (and its dill/multiprocess): carry them as
+# wheels in .whl (Python 3.12), fetched here with
+#   python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl \
+#     datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
+# WikiText-2 itself ships inside the package (src/seqbench/data/).
+# Untested on a GPU so far (no device in the session that wrote it); run on CPU
+# with FULL_SECONDS=60 and a small cap it goes through both steps.
+set -uo pipefail
+OUT=${1:?usage: gpu_wikitext2.sh OUT_DIR}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+# Everything is written to a work folder inside the (git-ignored) tree, so that
+# a second call on the same machine resumes, and packed into one archive on
+# exit (the device tool returns few files), also when a step times out.
+WORK=${WORK:-$PWD/.gpu_work/wikitext2}
+mkdir -p "$WORK"
+trap 'tar czf "$OUT/wikitext2_results.tgz" --exclude=checkpoints -C "$WORK" .' EXIT
+trap 'exit 143' TERM INT
+PY=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null && ! $PY -c "import datasets" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+CAP_STEPS=${CAP_STEPS:-200}
+log() { echo "== $(date +%T) $*"; }
+
+log "capped sweep: 1 epoch x $CAP_STEPS steps per run, for the cost estimate"
+timeout 240 $PY -m seqbench sweep 'mh-wikitext2-*' --seeds 3 --vmap \
+  --set train.epochs=1 --set train.max_steps_per_epoch="$CAP_STEPS" --set train.max_eval_batches=20 \
+  --out "$WORK/wikitext2-capped" 2>&1 | tail -n 20
+$PY scripts/estimate_full_run.py "$WORK/wikitext2-capped"
+
+log "full sweep, at most ${FULL_SECONDS:-420} s (resumable: rerun to continue)"
+timeout "${FULL_SECONDS:-420}" $PY -m seqbench sweep 'mh-wikitext2-*' --seeds 3 --vmap \
+  --out "$WORK/wikitext2" 2>&1 | tail -n 30
+$PY -m seqbench report "$WORK/wikitext2" --plots --out "$WORK/wikitext2/report" 2>&1 | tail -n 20
+log "done"
