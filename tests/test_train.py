@@ -132,7 +132,8 @@ def test_concurrent_appends_never_tear_rows(tmp_path):
 def test_vmapped_runs_equal_separate_runs(tmp_path):
   # Seeds differ (so each model gets its own shuffled batches, padded to a
   # common length) and so do stable/unstable and λ.
-  specs = [("mh-jsb-rnn-unstable", 0, {}), ("mh-jsb-rnn-stable", 1, {"train.lam": 0.9})]
+  specs = [("mh-jsb-rnn-unstable", 0, {}), ("mh-jsb-rnn-stable", 1, {"train.lam": 0.9}),
+           ("mh-jsb-rnn-stable", 2, {"train.lam": 0.5})]
   common = {**TINY_JSB, "train.epochs": 2, "train.length_multiple": 64}
   specs = [(e, s, {**common, **o}) for e, s, o in specs]
   vm = train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path / "vmap"), smoke=True,
@@ -144,7 +145,9 @@ def test_vmapped_runs_equal_separate_runs(tmp_path):
     for key in ("valid_metric", "test_metric", "certified_bound", "empirical_contraction"):
       np.testing.assert_allclose(row[key], sep[key], rtol=2e-5, err_msg=key)
     assert row["steps"] == sep["steps"] and row["epochs"] == sep["epochs"] == 2
-    assert row["config"]["vmap_group_size"] == 2
+    assert row["config"]["vmap_group_size"] == 3
+  # Each member projected for its own λ only (the projection is gathered by λ).
+  assert vm[2]["certified_bound"] <= 0.5 * (1 + 1e-5) < vm[1]["certified_bound"]
   assert vm[1]["certified_bound"] <= 0.9 * (1 + 1e-5) < vm[0]["certified_bound"]
 
 

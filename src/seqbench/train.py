@@ -440,20 +440,28 @@ class _Trainer:
 
   # ------------------------------------------------------------ functions
 
-  def _project(self, params, proj_index):
-    """Projected params for the model's λ (or unchanged when not stable)."""
-    if not self.lams:
+  def _project(self, params, proj_index: int):
+    """One model's params projected for its λ (``proj_index`` into ``lams``; -1: none)."""
+    if proj_index < 0:
       return params
-    out = params
+    return stability.project_tree(self.cells_tree, params, self.lams[proj_index],
+                                  self.t.input_bound)
+
+  def _project_members(self, params):
+    """A vmapped group's params, each member projected for its own λ.
+
+    Members are gathered by λ with static indices and only they are projected
+    (a vmapped select would run every λ's projection for every member, the
+    unstable ones included: the projection -- an eigendecomposition or an
+    l1-ball sort per step -- is what a stable run's step costs).
+    """
     for j, lam in enumerate(self.lams):
-      projected = stability.project_tree(self.cells_tree, params, lam, self.t.input_bound)
-      if isinstance(proj_index, int):
-        if proj_index == j:
-          out = projected
-      else:
-        out = jax.tree_util.tree_map(lambda p, o: jnp.where(proj_index == j, p, o),
-                                     projected, out)
-    return out
+      idx = np.flatnonzero(np.asarray(self.proj_index) == j)
+      sub = jax.tree_util.tree_map(lambda a: a[idx], params)
+      sub = jax.vmap(lambda p: stability.project_tree(self.cells_tree, p, lam,
+                                                      self.t.input_bound))(sub)
+      params = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), params, sub)
+    return params
 
   def _compile(self):
     model, task, tx, metric = self.model, self.task, self.tx, self.metric
@@ -479,7 +487,9 @@ class _Trainer:
 
       (_, (loss, new_carry)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
       updates, new_opt = tx.update(grads, state["opt"], params)
-      new_params = self._project(optax.apply_updates(params, updates), proj_index)
+      new_params = optax.apply_updates(params, updates)
+      if proj_index is not None:
+        new_params = self._project(new_params, proj_index)
       gnorm = optax.tree.norm(grads)
       ok = state["alive"] & jnp.isfinite(loss) & jnp.isfinite(gnorm)
       keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
@@ -502,9 +512,15 @@ class _Trainer:
 
     batch_axis = None if self.shared_data else 0
     if self.batched:
-      step = jax.jit(jax.vmap(train_step, in_axes=(0, batch_axis, 0)), donate_argnums=(0,))
-      proj = jnp.asarray(self.proj_index, jnp.int32)
-      self._train_step = lambda state, batch: step(state, batch, proj)
+      # The members' steps run vmapped without the projection, which follows
+      # per λ on just its members. A member whose step was rejected (non-finite)
+      # kept its old, already projected params: projecting again is the identity.
+      def batched_step(state, batch):
+        new_state, loss = jax.vmap(lambda s, b: train_step(s, b, None),
+                                   in_axes=(0, batch_axis))(state, batch)
+        return {**new_state, "params": self._project_members(new_state["params"])}, loss
+
+      self._train_step = jax.jit(batched_step, donate_argnums=(0,))
       eval_step = jax.vmap(eval_step, in_axes=(0, 0, None))
     else:
       pi = self.proj_index[0]
