@@ -41,7 +41,8 @@ Outputs in ``OUT``:
   appended with a single ``os.write`` on an ``O_APPEND`` descriptor (a reader
   never sees half a row; :func:`read_results` skips a torn last line);
 * ``curves/RUN_ID.json``: per-epoch history (train loss, valid metric, lr,
-  certified bound, and every ``contraction_every`` epochs the measured contraction) and the truncation study (metric and ``||y - y^k||`` per k).
+  certified bound, and every ``contraction_every`` epochs the measured
+  contraction) and the truncation study (metric and ``||y - y^k||`` per k).
 """
 
 from __future__ import annotations
@@ -989,7 +990,9 @@ def vmap_key(experiment) -> tuple:
   ``train.lam``, ``train.lr``): the stable and unstable variants of a row, or
   the points of a λ sweep, share this key; seeds never enter it.
   """
-  train = dataclasses.replace(experiment.train, stable=False, lam=1.0, lr=1.0)
+  train = tuple((f.name, getattr(experiment.train, f.name))
+                for f in dataclasses.fields(experiment.train)
+                if f.name not in VMAP_VARIABLE_FIELDS)
   return (experiment.task, experiment.task_options, experiment.model, train)
 
 

@@ -45,6 +45,12 @@ _UNITS = {"smnist": "accuracy", "pmnist": "accuracy", "adding": "MSE",
 
 _NAMES = {"tcn": "TCN", "lstm": "LSTM", "gru": "GRU", "rnn": "tanh-RNN"}
 
+# JSB and Nottingham share the poly_music script and so its settings.
+_MUSIC_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, clip=0.2, loss_reduction="sum", epochs=100,
+                           batch_size=1, eval_batch_size=16)
+_MUSIC_NOTES = ("NLL summed over frames as the objective; dropout 0.25, clip 0.2, Adam 1e-3, "
+                "100 epochs, batch 1 (poly_music defaults, UNVERIFIED).")
+
 # Per task: input/head, TCN shape, recurrent hidden sizes (parameter-matched),
 # the training settings, costs.
 _TASKS = {
@@ -94,24 +100,18 @@ _TASKS = {
         io=dict(input_kind="identity", input_size=88, output_size=88),
         tcn=dict(hidden_size=150, levels=2, kernel_size=3, dropout=0.25),
         rnn_hidden={"lstm": 230, "gru": 265, "rnn": 460},
-        train=TrainConfig(optimizer="adam", lr=1e-3, clip=0.2, loss_reduction="sum", epochs=100,
-                          batch_size=1,
-                          eval_batch_size=16),
+        train=_MUSIC_TRAIN,
         cost_cpu="~15 min (RNN h=460 measured: 20 epochs in 178 s)", cost_gpu="~5-10 min",
-        notes=("NLL summed over frames as the objective; dropout 0.25, clip 0.2, Adam 1e-3, "
-               "100 epochs, batch 1 (poly_music defaults, UNVERIFIED)."),
+        notes=_MUSIC_NOTES,
     ),
     "nottingham": dict(
         options={},
         io=dict(input_kind="identity", input_size=88, output_size=88),
         tcn=dict(hidden_size=150, levels=4, kernel_size=6, dropout=0.25),
         rnn_hidden={"lstm": 450, "gru": 530, "rnn": 950},
-        train=TrainConfig(optimizer="adam", lr=1e-3, clip=0.2, loss_reduction="sum", epochs=100,
-                          batch_size=1,
-                          eval_batch_size=16),
+        train=_MUSIC_TRAIN,
         cost_cpu="~2-6 h (694 steps/epoch x 100 epochs)", cost_gpu="~30 min",
-        notes=("NLL summed over frames as the objective; dropout 0.25, clip 0.2, Adam 1e-3, "
-               "100 epochs, batch 1 (poly_music defaults, UNVERIFIED)."),
+        notes=_MUSIC_NOTES,
     ),
     "ptb-word": dict(
         options={},
