@@ -2,47 +2,92 @@
 # One GPU session's worth of measurements, written to one folder.
 #
 #   SEQBENCH_GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu.sh OUT_DIR
+#   STEPS="svt wikitext2 bf16" DEADLINE_S=480 SEQBENCH_GIT_SHA=... bash benchmarks/gpu.sh OUT_DIR
 #
 # (the SHA is passed in because the copy of the tree on a remote GPU machine
 # has no .git; every row records it.)
 #
-# Installs nothing: it needs jax (with the CUDA plugin), flax, optax, chex and
-# torch already on the machine, and runs seqbench from the source tree. Runs
-# the executor equality checks on the GPU first (a failed check stops the
-# script), then the suites; each step has its own time limit so one slow step
-# cannot eat the others. Expected cost: ~8 minutes on one H100/H200.
+# Installs nothing for the suites: they need jax (with the CUDA plugin), flax,
+# optax, chex and torch already on the machine, and run seqbench from the
+# source tree (the wikitext2 step installs the `datasets` wheels carried in
+# .whl, see gpu_wikitext2.sh). The executor equality checks always run first (a
+# failed check stops the script); then the steps named in STEPS, in that
+# order (default: f32 svt tcn bf16, ~8 minutes on one H100/H200):
+#
+#   f32        seqbench bench --suite full --dtype f32 (with the T-scaling sweep)
+#   svt        scan vs truncated at T=1024 (B=32, H=512), f32 and bf16, with the
+#              truncated model's chunk sizes and its matmul floor
+#   tcn        TCN conv forms vs the PyTorch TCN
+#   bf16       seqbench bench --suite full --dtype bf16, no scaling sweep
+#   wikitext2  the capped Miller & Hardt Wikitext-2 sweep and its cost estimate
+#   vmap       benchmarks/vmap_training.py (vmapped training speed-up, JSB)
+#
+# Each step has its own time limit, and none runs past DEADLINE_S seconds from
+# the start (default 540), so one slow step cannot eat the others and the
+# results are packed before the device tool's own limit.
 set -uo pipefail
 OUT=${1:?usage: gpu.sh OUT_DIR}
+START=$(date +%s)
+DEADLINE_S=${DEADLINE_S:-540}
+STEPS=${STEPS:-f32 svt tcn bf16}
 # Results go to a work folder and are packed into one archive on exit (the
 # device tool returns at most 8 files), also when a step times out.
 WORK=$(mktemp -d)
-trap 'tar czf "$OUT/gpu_results.tgz" -C "$WORK" . ; cp "$WORK"/*.log "$OUT"/ 2>/dev/null' EXIT
+trap 'tar czf "$OUT/gpu_results.tgz" --exclude=checkpoints -C "$WORK" . ; cp "$WORK"/*.log "$OUT"/ 2>/dev/null' EXIT
 trap 'exit 143' TERM INT
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-log() { echo "== $(date +%T) $*"; }
+log() { echo "== $(date +%T) +$(( $(date +%s) - START ))s $*"; }
+# limit CAP: the step's own cap, cut to what is left before the deadline.
+limit() {
+  local left=$(( DEADLINE_S - ($(date +%s) - START) ))
+  (( left < $1 )) && echo $(( left > 1 ? left : 1 )) || echo "$1"
+}
 
 log "environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$WORK/nvidia-smi.csv"
 $PY -c "import jax, flax, optax, torch; print(jax.__version__, jax.devices(), flax.__version__, optax.__version__, torch.__version__)"
 
 log "equality checks on the device (executors and conv forms vs reference paths)"
-timeout 90 $PY benchmarks/gpu_checks.py 2>&1 | tee "$WORK/gpu_checks.log"
+timeout "$(limit 90)" $PY benchmarks/gpu_checks.py 2>&1 | tee "$WORK/gpu_checks.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "equality checks failed"; exit 1; }
 
-log "throughput suite, float32, with baselines and the T-scaling sweep"
-timeout 200 $PY -m seqbench bench --suite full --dtype f32 --out "$WORK/full_f32" 2>&1 | tee "$WORK/full_f32.log" | tail -n 70
+step_f32() {
+  timeout "$(limit 200)" $PY -m seqbench bench --suite full --dtype f32 --out "$WORK/full_f32" 2>&1 \
+    | tee "$WORK/full_f32.log" | tail -n 70
+}
+step_svt() {
+  local dt
+  for dt in float32 bfloat16; do
+    timeout "$(limit 75)" $PY benchmarks/scan_vs_truncated.py --preset gpu --dtype $dt --cells lstm \
+      --chunks auto,256,64 --floor --out "$WORK/svt" 2>&1 | tail -n 14
+  done
+}
+step_tcn() {
+  # The lax_conv forms are left out: 0.5-0.7 s per call and up to 54 s compile on an H200.
+  timeout "$(limit 60)" $PY benchmarks/tcn_forms.py --size gpu --forms shifted_matmul im2col shifted_output \
+    --out "$WORK/tcn" 2>&1 | tail -n 14
+}
+step_bf16() {
+  timeout "$(limit 100)" $PY -m seqbench bench --suite full --dtype bf16 --no-scaling --out "$WORK/full_bf16" 2>&1 \
+    | tee "$WORK/full_bf16.log" | tail -n 45
+}
+step_wikitext2() {
+  # Capped only (FULL_SECONDS=0): the full sweep needs more than one session's device time.
+  WORK="$WORK/wikitext2" FULL_SECONDS=0 CAP_TIMEOUT="$(limit 200)" \
+    bash benchmarks/gpu_wikitext2.sh "$WORK/wikitext2_pack" 2>&1 | tee "$WORK/wikitext2.log" | tail -n 30
+}
+step_vmap() {
+  timeout "$(limit 120)" $PY benchmarks/vmap_training.py --groups 1,2,6 --out "$WORK/vmap" 2>&1 \
+    | tee "$WORK/vmap.log" | tail -n 20
+}
 
-log "scan vs truncated at T=1024 (B=32, H=512), f32 and bf16"
-for dt in float32 bfloat16; do
-  timeout 60 $PY benchmarks/scan_vs_truncated.py --preset gpu --dtype $dt --cells lstm --out "$WORK/svt" 2>&1 | tail -n 9
+for s in $STEPS; do
+  if ! declare -F "step_$s" >/dev/null; then echo "unknown step $s"; continue; fi
+  if (( $(date +%s) - START >= DEADLINE_S - 5 )); then log "deadline reached, skipping $s"; continue; fi
+  log "step $s"
+  "step_$s"
 done
-
-log "TCN forms at the GPU size (the lax_conv forms left out: 0.5-0.7 s per call and up to 54 s compile on an H200)"
-timeout 60 $PY benchmarks/tcn_forms.py --size gpu --forms shifted_matmul im2col shifted_output --out "$WORK/tcn" 2>&1 | tail -n 14
-
-log "throughput suite, bfloat16, no scaling sweep"
-timeout 100 $PY -m seqbench bench --suite full --dtype bf16 --no-scaling --out "$WORK/full_bf16" 2>&1 | tee "$WORK/full_bf16.log" | tail -n 45
 log "done"

@@ -6,7 +6,7 @@
 # `sweep --vmap` trains the 12 runs as two programs (RNN stable+unstable x 3
 # seeds, LSTM likewise). Step 1 is a capped sweep (1 epoch x 200 steps) whose
 # measured tokens/s gives the full runs' cost (scripts/estimate_full_run.py);
-# step 2 runs the full sweep for at most FULL_SECONDS (default 420) -- it is
+# step 2 runs the full sweep for at most FULL_SECONDS (default 420; 0 skips it) -- it is
 # resumable, so the same command continues where a run was cut off, from its
 # checkpoint. The issue's target: all 12 runs in under 15 minutes on one H100.
 #
@@ -40,11 +40,12 @@ CAP_STEPS=${CAP_STEPS:-200}
 log() { echo "== $(date +%T) $*"; }
 
 log "capped sweep: 1 epoch x $CAP_STEPS steps per run, for the cost estimate"
-timeout 240 $PY -m seqbench sweep 'mh-wikitext2-*' --seeds 3 --vmap \
+timeout "${CAP_TIMEOUT:-240}" $PY -m seqbench sweep 'mh-wikitext2-*' --seeds "${SEEDS:-3}" --vmap \
   --set train.epochs=1 --set train.max_steps_per_epoch="$CAP_STEPS" --set train.max_eval_batches=20 \
   --out "$WORK/wikitext2-capped" 2>&1 | tail -n 20
 $PY scripts/estimate_full_run.py "$WORK/wikitext2-capped"
 
+if [ "${FULL_SECONDS:-420}" = 0 ]; then log "FULL_SECONDS=0: no full sweep"; exit 0; fi
 log "full sweep, at most ${FULL_SECONDS:-420} s (resumable: rerun to continue)"
 timeout "${FULL_SECONDS:-420}" $PY -m seqbench sweep 'mh-wikitext2-*' --seeds 3 --vmap \
   --out "$WORK/wikitext2" 2>&1 | tail -n 30

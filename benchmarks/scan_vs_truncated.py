@@ -29,7 +29,30 @@ PRESETS = {
 }
 
 
-def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1, 8)):
+def matmul_floor(cell, params, xs, k: int):
+  """The k - 1 recurrent matmuls of :func:`seqbench.unroll.truncated`, alone.
+
+  The truncated model runs its ``T * batch`` windows as one batch through
+  ``k - 1`` state-dependent steps (the first step starts from the zero state,
+  so it has no recurrent matmul), each a ``(T * batch, H) @ (H, G * H)``
+  product. This times exactly those products on independent random states
+  (no gates, no masking, no data movement between steps): a lower bound for
+  the truncated model at this size and dtype, and the yardstick for how far
+  it is from compute-bound.
+  """
+  b, t, _ = xs.shape
+  w = params["recurrent_kernel"]
+  hidden = w.shape[0]
+  states = jax.random.normal(jax.random.PRNGKey(2), (k - 1, b * t, hidden), xs.dtype)
+
+  def products(w, states):
+    return jnp.einsum("jrh,hg->jrg", states, w)
+
+  return w, states, products
+
+
+def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1, 8),
+         chunks=(None,), floor=False):
   cfg = PRESETS[preset]
   ks = ks or (cfg["k"],)
   b, t, d, h = cfg["batch"], cfg["time"], cfg["input_size"], cfg["hidden"]
@@ -43,8 +66,13 @@ def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1,
     params = cell.init(jax.random.PRNGKey(1), d)
     variants = [(f"scan(unroll={u})", lambda p, x, u=u: sb.unroll.scan(cell, p, x, unroll=u))
                 for u in unrolls]
-    variants += [(f"truncated(k={k})", lambda p, x, k=k: sb.unroll.truncated(cell, p, x, k))
-                 for k in ks]
+    for k in ks:
+      for chunk in chunks:
+        # Name the chunk size the executor will use, also when it picks it.
+        used = chunk or sb.unroll.truncated_chunk_size(cell, params, xs, k)
+        label = f"truncated(k={k}, chunk={used}{'' if chunk else ' auto'})"
+        variants.append((label, lambda p, x, k=k, c=chunk: sb.unroll.truncated(
+            cell, p, x, k, chunk_size=c)))
     for label, run in variants:
       fwd = lambda p, x, run=run: run(p, x)
       train = jax.grad(lambda p, x, run=run: jnp.mean(run(p, x).astype(jnp.float32) ** 2))
@@ -55,6 +83,25 @@ def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1,
                     "tokens_per_s": b * t / (timing.median_ms / 1e3), **timing.to_json()})
         print(f"{name:5s} {label:18s} {mode:8s} median {timing.median_ms:9.2f} ms "
               f"min {timing.min_ms:9.2f} compile {timing.compile_s:6.2f} s", flush=True)
+    if floor:
+      for k in ks:
+        w, states, products = matmul_floor(cell, params, xs, k)
+        label = f"matmul floor(k={k})"
+        fwd = products
+        train = jax.grad(lambda w, s: jnp.mean(products(w, s).astype(jnp.float32) ** 2),
+                         argnums=(0, 1))
+        for mode, fn in (("forward", fwd), ("fwd+bwd", train)):
+          timing = time_compiled(fn, w, states, n=n)
+          # One product is 2 * rows * H * G*H flops; the backward adds two more.
+          flop = 2 * states.shape[0] * states.shape[1] * w.shape[0] * w.shape[1]
+          flop *= 3 if mode == "fwd+bwd" else 1
+          out.append({"cell": name, "executor": label, "mode": mode,
+                      "batch": b, "time": t, "input_size": d, "hidden": h,
+                      "tokens_per_s": b * t / (timing.median_ms / 1e3),
+                      "tflops_achieved": flop / (timing.median_ms / 1e3) / 1e12,
+                      **timing.to_json()})
+          print(f"{name:5s} {label:18s} {mode:8s} median {timing.median_ms:9.2f} ms "
+                f"({out[-1]['tflops_achieved']:.0f} TFLOP/s)", flush=True)
   # Ratios to the plain scan of the same cell and mode, measured in this run.
   for r in out:
     base = next(o for o in out if o["cell"] == r["cell"] and o["mode"] == r["mode"]
@@ -69,17 +116,29 @@ def main(argv=None):
   ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
   ap.add_argument("--n", type=int, default=10)
   ap.add_argument("--cells", default="lstm,rnn")
+  ap.add_argument("--chunks", default="auto",
+                  help="comma list of truncated chunk sizes (output times per chunk); "
+                       "'auto' is the executor's default")
+  ap.add_argument("--floor", action="store_true",
+                  help="also time the truncated model's recurrent matmuls alone")
   ap.add_argument("--out", default=None)
   args = ap.parse_args(argv)
+  chunks = tuple(None if c == "auto" else int(c) for c in args.chunks.split(","))
   dtype = jnp.dtype(args.dtype)
   result = {"command": " ".join([os.path.basename(sys.argv[0])] + (argv or sys.argv[1:])),
             "preset": args.preset, **PRESETS[args.preset], "meta": run_metadata(args.dtype),
-            "rows": rows(args.preset, dtype, args.n, cells=tuple(args.cells.split(",")))}
-  lines = ["| cell | executor | mode | median ms | min ms | compile s | vs scan |",
-           "|---|---|---|---|---|---|---|"]
+            "rows": rows(args.preset, dtype, args.n, cells=tuple(args.cells.split(",")),
+                        chunks=chunks, floor=args.floor)}
+  lines = ["| cell | executor | mode | median ms | min ms | compile s | vs scan | TFLOP/s |",
+           "|---|---|---|---|---|---|---|---|"]
   for r in result["rows"]:
+    # The floor rows count their flops exactly; other rows use XLA's estimate.
+    tflops = r.get("tflops_achieved")
+    if tflops is None and r.get("flops"):
+      tflops = r["flops"] / (r["median_ms"] / 1e3) / 1e12
     lines.append(f"| {r['cell']} | {r['executor']} | {r['mode']} | {r['median_ms']:.2f} | "
-                 f"{r['min_ms']:.2f} | {r['compile_s']:.2f} | {r['speedup_vs_scan']:.2f}x |")
+                 f"{r['min_ms']:.2f} | {r['compile_s']:.2f} | {r['speedup_vs_scan']:.2f}x | "
+                 + (f"{tflops:.3g}" if tflops is not None else "–") + " |")
   table = "\n".join(lines)
   print(table)
   if args.out:
