@@ -7,10 +7,12 @@
 # (the SHA is passed in because the copy of the tree on a remote GPU machine
 # has no .git; every row records it.)
 #
-# Installs nothing for the suites: they need jax (with the CUDA plugin), flax,
-# optax, chex and torch already on the machine, and run seqbench from the
-# source tree (the wikitext2 step installs the `datasets` wheels carried in
-# .whl, see gpu_wikitext2.sh). The executor equality checks always run first (a
+# Installs nothing from outside: it needs jax (with the CUDA plugin), flax,
+# optax, chex and torch already on the machine, and runs seqbench from the
+# source tree. The data tasks (the accuracy rows of the f32/bf16 suites, the
+# wikitext2 and vmap steps) also need `datasets`, which the GPU machine lacks:
+# carry its wheels in .whl (see gpu_wikitext2.sh); they are installed into
+# /tmp/site first. The executor equality checks always run first (a
 # failed check stops the script); then the steps named in STEPS, in that
 # order (default: f32 svt tcn bf16, ~8 minutes on one H100/H200):
 #
@@ -21,6 +23,8 @@
 #   bf16       seqbench bench --suite full --dtype bf16, no scaling sweep
 #   wikitext2  the capped Miller & Hardt Wikitext-2 sweep and its cost estimate
 #   vmap       benchmarks/vmap_training.py (vmapped training speed-up, JSB)
+#   lm         benchmarks/lm_step.py: the Wikitext-2 rows' vmapped train step,
+#              its projection and the scan unroll
 #
 # Each step has its own time limit, and none runs past DEADLINE_S seconds from
 # the start (default 540), so one slow step cannot eat the others and the
@@ -37,8 +41,13 @@ trap 'tar czf "$OUT/gpu_results.tgz" --exclude=checkpoints -C "$WORK" . ; cp "$W
 trap 'exit 143' TERM INT
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" >/dev/null && ! $PY -c "import datasets" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) +$(( $(date +%s) - START ))s $*"; }
 # limit CAP: the step's own cap, cut to what is left before the deadline.
 limit() {
@@ -78,6 +87,10 @@ step_wikitext2() {
   # Capped only (FULL_SECONDS=0): the full sweep needs more than one session's device time.
   WORK="$WORK/wikitext2" FULL_SECONDS=0 CAP_TIMEOUT="$(limit 200)" \
     bash benchmarks/gpu_wikitext2.sh "$WORK/wikitext2_pack" 2>&1 | tee "$WORK/wikitext2.log" | tail -n 30
+}
+step_lm() {
+  timeout "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 \
+    --out "$WORK/lm_step" 2>&1 | tee "$WORK/lm_step.log" | tail -n 20
 }
 step_vmap() {
   timeout "$(limit 120)" $PY benchmarks/vmap_training.py --groups 1,2,6 --out "$WORK/vmap" 2>&1 \

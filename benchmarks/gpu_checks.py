@@ -51,6 +51,8 @@ def main():
       params = cell.init(key, 8)
       full = sb.unroll.scan(cell, params, xs)
       check(f"{name} scan vs python loop", full, loop(cell, params, xs))
+      # scan's default unroll is the device's (8 on a GPU): compare with 1 too.
+      check(f"{name} scan(unroll=1) vs scan", sb.unroll.scan(cell, params, xs, unroll=1), full)
       check(f"{name} scan(unroll=8) vs scan", sb.unroll.scan(cell, params, xs, unroll=8), full)
       check(f"{name} truncated(k=T) vs scan", sb.unroll.truncated(cell, params, xs, 24), full)
       check(f"{name} truncated(k=5) vs restart loop",

@@ -54,12 +54,21 @@ def test_scan_hoisted_and_in_loop_input_map_agree(name):
                              sb.unroll.scan(cell, params, xs, hoist=False), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("unroll", [2, 5])
+@pytest.mark.parametrize("unroll", [2, 5, 8])
 def test_scan_unroll_same_numbers(unroll):
+  # 8 is the accelerator default; the CPU default is 1 (compared here).
+  assert sb.unroll.default_scan_unroll() == 1
   cell, params = make("lstm")
   xs = inputs((2, 9, 4))
   np.testing.assert_allclose(sb.unroll.scan(cell, params, xs, unroll=unroll),
                              sb.unroll.scan(cell, params, xs), rtol=1e-6, atol=1e-6)
+
+
+def test_scan_default_unroll_follows_the_backend(monkeypatch):
+  monkeypatch.setattr(sb.unroll.jax, "default_backend", lambda: "gpu")
+  assert sb.unroll.default_scan_unroll() == sb.unroll.ACCELERATOR_SCAN_UNROLL == 8
+  monkeypatch.setattr(sb.unroll.jax, "default_backend", lambda: "cpu")
+  assert sb.unroll.default_scan_unroll() == 1
 
 
 @pytest.mark.parametrize("name", CELLS)

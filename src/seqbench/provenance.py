@@ -40,14 +40,16 @@ def _git(*args: str) -> Optional[str]:
 def git_state() -> dict:
   """Commit SHA and whether the work tree had uncommitted changes.
 
-  A copy of the tree without ``.git`` (a remote benchmark machine) cannot ask
-  git; the launcher then passes ``SEQBENCH_GIT_SHA`` (and optionally
-  ``SEQBENCH_GIT_DIRTY=1``) from the checkout it copied.
+  A copy of the tree on a remote benchmark machine cannot be trusted to ask
+  git (it may have no ``.git``, or a stale one: an H200 copy of commit
+  ``f42cf1e`` reported ``ee73409``, dirty); the launcher then passes
+  ``SEQBENCH_GIT_SHA`` (and optionally ``SEQBENCH_GIT_DIRTY=1``) from the
+  checkout it copied, and that wins over what git says.
   """
-  sha = _git("rev-parse", "HEAD")
-  if sha is None and os.environ.get("SEQBENCH_GIT_SHA"):
+  if os.environ.get("SEQBENCH_GIT_SHA"):
     return {"git_sha": os.environ["SEQBENCH_GIT_SHA"],
             "git_dirty": os.environ.get("SEQBENCH_GIT_DIRTY") == "1"}
+  sha = _git("rev-parse", "HEAD")
   status = _git("status", "--porcelain", "--untracked-files=no")
   return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
 

@@ -140,7 +140,10 @@ def _flax_lstm_entry() -> Entry:
     model = sb.flax_interop.flax_lstm_baseline(size.hidden, unroll=1)
     xs = jnp.zeros((size.batch, size.time, size.input_size), dtype)
     params = jax.tree_util.tree_map(lambda a: a.astype(dtype), model.init(key, xs))
-    cell = nn.OptimizedLSTMCell(size.hidden, dtype=dtype, param_dtype=dtype)
+    # param_dtype stays float32: flax checks a given parameter's shape by tracing
+    # its initializer in param_dtype, and the orthogonal init (a QR) has no
+    # bfloat16 form. The parameters passed in are ``dtype`` all the same.
+    cell = nn.OptimizedLSTMCell(size.hidden, dtype=dtype, param_dtype=jnp.float32)
     cell_params = {"params": params["params"]["cell"]}
     carry = tuple(jnp.zeros((size.batch, size.hidden), dtype) for _ in range(2))
     x_t = jnp.zeros((size.batch, size.input_size), dtype)
