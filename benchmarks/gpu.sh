@@ -89,7 +89,7 @@ step_wikitext2() {
     bash benchmarks/gpu_wikitext2.sh "$WORK/wikitext2_pack" 2>&1 | tee "$WORK/wikitext2.log" | tail -n 30
 }
 step_lm() {
-  timeout "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 \
+  timeout "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 --eighs default,jacobi \
     --out "$WORK/lm_step" 2>&1 | tee "$WORK/lm_step.log" | tail -n 20
 }
 step_vmap() {

@@ -316,6 +316,25 @@ def _cap(x: Array, upper: float) -> Array:
   return jnp.minimum(x, jnp.asarray(upper, x.dtype))
 
 
+#: ``lax.linalg.eigh`` implementation of the RNN projection on GPUs: None is
+#: JAX's default (cuSOLVER's QR-based ``syevd``, which runs a vmapped batch of
+#: matrices larger than 32x32 one after the other), or ``"jacobi"`` (the
+#: batched Jacobi solver). On an H200 the default's eigh of 6 matrices of
+#: 200x200 took 5.2 ms, over half of the Wikitext-2 RNN group's step
+#: (benchmarks/results/nvidia-h200/lm_step); ``benchmarks/lm_step.py --eigh
+#: jacobi`` measures the alternative. CPUs and TPUs always use JAX's default.
+GPU_EIGH_IMPLEMENTATION = None
+
+
+def _eigh(a: Array):
+  """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""
+  impl = GPU_EIGH_IMPLEMENTATION
+  if impl is None or jax.default_backend() != "gpu":
+    return jnp.linalg.eigh(a)
+  v, e = lax.linalg.eigh(a, implementation=lax.linalg.EighImplementation(impl))
+  return e, v
+
+
 def _power_spectral_norm(w: Array, iters: int) -> Array:
   v = jnp.ones((w.shape[1],), w.dtype) / math.sqrt(w.shape[1])
 
@@ -370,7 +389,7 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
   lam = _check_lam(lam)
   w = params["recurrent_kernel"]
   if method == "gram":
-    e, v = jnp.linalg.eigh(w.T @ w)
+    e, v = _eigh(w.T @ w)
     sigma = jnp.sqrt(jnp.maximum(e, 0))
     inside = jnp.max(sigma) <= lam * (1 + _INSIDE_SLACK)
     shrink = 1 - jnp.minimum(1, lam / jnp.maximum(sigma, jnp.finfo(w.dtype).tiny))

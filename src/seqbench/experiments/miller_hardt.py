@@ -72,8 +72,13 @@ def wikitext2(backbone: str, stable: bool) -> Experiment:
                         stable=stable, lam=1.0),
       published=WIKITEXT2_PUBLISHED[(backbone, stable)],
       published_note="Miller & Hardt 2019, Table 1, test perplexity",
-      cost_cpu="~1 day (2,983 steps/epoch x 40 epochs; ~1k tokens/s measured, 2-core CPU)",
-      cost_gpu="~10 min (estimate; the 4 rows x 3 seeds vmapped together about the same)",
+      # Measured: capped runs extrapolated by scripts/estimate_full_run.py
+      # (benchmarks/results/cpu/wikitext2-throughput, nvidia-h200/wikitext2-capped).
+      cost_cpu=("~44 h training per stable/unstable pair (2-core CPU, 2 models vmapped, "
+                "~530 tokens/s per model)"),
+      cost_gpu=(("~19 min" if backbone == "rnn" else "~12 min") + " training for "
+                "stable+unstable x 3 seeds vmapped together (one H200, scan unroll 8"
+                + ("; the projection is over half of each step)" if backbone == "rnn" else ")")),
       group="mh-table1",
       notes="Settings: the authors' word_language_model fork (paper.md §4).")
 
