@@ -1,11 +1,14 @@
 """The throughput suite's rows, ratios, crossover, atomic writes and CLI end to end."""
 
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from seqbench import provenance as P
@@ -351,9 +354,6 @@ def test_every_suite_entry_builds_and_runs_in_bfloat16():
   # with no bfloat16 form). Every entry at the tiny size; the train mode
   # differs from forward only by the optimizer, so forward and stream cover
   # every parameter and state path at a third of the compile time.
-  import dataclasses
-  import jax.numpy as jnp
-  import jax
   size = dataclasses.replace(S.SUITES["tiny"], n=1)
   for entry in S.entries(size):
     # Standard promotion here: optax's Adam bias correction mixes a Python

@@ -321,8 +321,8 @@ def _cap(x: Array, upper: float) -> Array:
 #: matrices larger than 32x32 one after the other), or ``"jacobi"`` (the
 #: batched Jacobi solver). On an H200 the default's eigh of 6 matrices of
 #: 200x200 took 5.2 ms, over half of the Wikitext-2 RNN group's step
-#: (benchmarks/results/nvidia-h200/lm_step); ``benchmarks/lm_step.py --eigh
-#: jacobi`` measures the alternative. CPUs and TPUs always use JAX's default.
+#: (benchmarks/results/nvidia-h200/lm_step); ``benchmarks/lm_step.py --eighs
+#: default,jacobi`` measures the alternative. CPUs and TPUs always use JAX's default.
 GPU_EIGH_IMPLEMENTATION = None
 
 
