@@ -105,6 +105,16 @@ def ptb_char(backbone: str, stable: bool) -> Experiment:
              "weight drop, 50 epochs."))
 
 
+#: Measured 2-core CPU costs of 100 epochs (benchmarks/results/cpu/repro, 3 seeds vmapped
+#: unless said otherwise); the stable variants pay their projection at every step.
+_JSB_CPU_COST = {
+    ("rnn", False): "~6 min (3 seeds vmapped: 334 s)",
+    ("rnn", True): "~15-30 min (one run alone: 7-16 s/epoch; the SVD clip every step)",
+    ("lstm", False): "~45 min (3 seeds vmapped, on a shared CPU)",
+    ("lstm", True): "~60-75 min (3 seeds vmapped: 35-45 s/epoch; the l1 projection every step)",
+}
+
+
 def jsb(backbone: str, stable: bool) -> Experiment:
   return Experiment(
       name=f"mh-jsb-{backbone}-{'stable' if stable else 'unstable'}",
@@ -119,7 +129,7 @@ def jsb(backbone: str, stable: bool) -> Experiment:
                         lr_decay_after=10, stable=stable, lam=1.0),
       published=JSB_PUBLISHED[(backbone, stable)],
       published_note="paper.md §5: recollection, medium confidence",
-      cost_cpu="~2-3 min RNN (measured: 100 epochs in 109 s), LSTM ~2-3x that",
+      cost_cpu=_JSB_CPU_COST[(backbone, stable)],
       cost_gpu="~5 min (estimate; batch 1 is latency bound)",
       group="mh-table1",
       notes="Settings: the authors' TCN/poly_music fork (paper.md §4); 100 of 'up to 500' epochs.")
@@ -152,6 +162,7 @@ def jsb_lstm_authors_layout() -> Experiment:
       title="Miller & Hardt JSB LSTM as the authors' code ran it (no recurrence: k = 1)",
       model=dataclasses.replace(base.model, executor="truncated", k=1),
       published=None, published_note="",
+      cost_cpu="~3 min (3 seeds vmapped: 181 s; no recurrence)",
       notes=("The authors' LSTM was fed (1, T, 88) without batch_first: seq_len 1, batch T, "
              "i.e. every frame from the zero state -- the truncated model with k = 1."))
 
