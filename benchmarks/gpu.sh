@@ -42,11 +42,7 @@ trap 'exit 143' TERM INT
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" >/dev/null && ! $PY -c "import datasets" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
+. benchmarks/carried_wheels.sh
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) +$(( $(date +%s) - START ))s $*"; }
 # limit CAP: the step's own cap, cut to what is left before the deadline.

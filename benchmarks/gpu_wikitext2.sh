@@ -30,11 +30,7 @@ mkdir -p "$WORK"
 trap 'tar czf "$OUT/wikitext2_results.tgz" --exclude=checkpoints -C "$WORK" .' EXIT
 trap 'exit 143' TERM INT
 PY=${PYTHON:-python3}
-if compgen -G ".whl/*.whl" >/dev/null && ! $PY -c "import datasets" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
+. benchmarks/carried_wheels.sh
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 CAP_STEPS=${CAP_STEPS:-200}
 log() { echo "== $(date +%T) $*"; }

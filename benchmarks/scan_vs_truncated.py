@@ -51,6 +51,29 @@ def matmul_floor(cell, params, xs, k: int):
   return w, states, products
 
 
+def _time_modes(shape: dict, label: str, fn, args, n: int, argnums=0, flop=None) -> list:
+  """Rows for ``fn(*args)`` forward and fwd+bwd (the gradient w.r.t. ``argnums``).
+
+  With ``flop`` (the forward's exact count; fwd+bwd is 3x) the rows also get
+  the achieved TFLOP/s.
+  """
+  train = jax.grad(lambda *a: jnp.mean(fn(*a).astype(jnp.float32) ** 2), argnums=argnums)
+  out = []
+  for mode, f, mult in (("forward", fn, 1), ("fwd+bwd", train, 3)):
+    timing = time_compiled(f, *args, n=n)
+    row = {**shape, "executor": label, "mode": mode,
+           "tokens_per_s": shape["batch"] * shape["time"] / (timing.median_ms / 1e3),
+           **timing.to_json()}
+    note = f"min {timing.min_ms:9.2f} compile {timing.compile_s:6.2f} s"
+    if flop is not None:
+      row["tflops_achieved"] = mult * flop / (timing.median_ms / 1e3) / 1e12
+      note = f"({row['tflops_achieved']:.0f} TFLOP/s)"
+    out.append(row)
+    print(f"{shape['cell']:5s} {label:18s} {mode:8s} median {timing.median_ms:9.2f} ms {note}",
+          flush=True)
+  return out
+
+
 def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1, 8),
          chunks=(None,), floor=False):
   cfg = PRESETS[preset]
@@ -73,35 +96,16 @@ def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1,
         label = f"truncated(k={k}, chunk={used}{'' if chunk else ' auto'})"
         variants.append((label, lambda p, x, k=k, c=chunk: sb.unroll.truncated(
             cell, p, x, k, chunk_size=c)))
+    shape = {"cell": name, "batch": b, "time": t, "input_size": d, "hidden": h}
     for label, run in variants:
-      fwd = lambda p, x, run=run: run(p, x)
-      train = jax.grad(lambda p, x, run=run: jnp.mean(run(p, x).astype(jnp.float32) ** 2))
-      for mode, fn in (("forward", fwd), ("fwd+bwd", train)):
-        timing = time_compiled(fn, params, xs, n=n)
-        out.append({"cell": name, "executor": label, "mode": mode,
-                    "batch": b, "time": t, "input_size": d, "hidden": h,
-                    "tokens_per_s": b * t / (timing.median_ms / 1e3), **timing.to_json()})
-        print(f"{name:5s} {label:18s} {mode:8s} median {timing.median_ms:9.2f} ms "
-              f"min {timing.min_ms:9.2f} compile {timing.compile_s:6.2f} s", flush=True)
+      out += _time_modes(shape, label, run, (params, xs), n)
     if floor:
       for k in ks:
         w, states, products = matmul_floor(cell, params, xs, k)
-        label = f"matmul floor(k={k})"
-        fwd = products
-        train = jax.grad(lambda w, s: jnp.mean(products(w, s).astype(jnp.float32) ** 2),
-                         argnums=(0, 1))
-        for mode, fn in (("forward", fwd), ("fwd+bwd", train)):
-          timing = time_compiled(fn, w, states, n=n)
-          # One product is 2 * rows * H * G*H flops; the backward adds two more.
-          flop = 2 * states.shape[0] * states.shape[1] * w.shape[0] * w.shape[1]
-          flop *= 3 if mode == "fwd+bwd" else 1
-          out.append({"cell": name, "executor": label, "mode": mode,
-                      "batch": b, "time": t, "input_size": d, "hidden": h,
-                      "tokens_per_s": b * t / (timing.median_ms / 1e3),
-                      "tflops_achieved": flop / (timing.median_ms / 1e3) / 1e12,
-                      **timing.to_json()})
-          print(f"{name:5s} {label:18s} {mode:8s} median {timing.median_ms:9.2f} ms "
-                f"({out[-1]['tflops_achieved']:.0f} TFLOP/s)", flush=True)
+        # One product is 2 * rows * H * G*H flops; the backward adds two more.
+        flop = 2 * states.shape[0] * states.shape[1] * w.shape[0] * w.shape[1]
+        out += _time_modes(shape, f"matmul floor(k={k})", products, (w, states), n,
+                           argnums=(0, 1), flop=flop)
   # Ratios to the plain scan of the same cell and mode, measured in this run.
   for r in out:
     base = next(o for o in out if o["cell"] == r["cell"] and o["mode"] == r["mode"]
