@@ -7,7 +7,11 @@ authors' public code (``shared/docs/paper.md`` §4):
   dropout 0.2, untied; SGD lr 20 ÷4 when validation does not improve, clip
   0.25, batch 20, BPTT 35 with the state carried across windows, 40 epochs,
   eval batch 10, best-validation model tested. Published test perplexity
-  RNN 146.7 / 143.5, LSTM 92.3 / 95.1 (unstable / stable).
+  RNN 146.7 / 143.5, LSTM 92.3 / 95.1 (unstable / stable). At lr 20 the
+  unstable tanh-RNN's training loss leaves ln V within 25 steps and stays
+  at 17-20 nats; a PyTorch model of the authors' code does the same on the
+  same batches, and at lr 5 (the plateau rule's next rate) both learn alike
+  (``benchmarks/results/cpu/wikitext2-reference``).
 * ``ptb-char``: no code was found for it (paper.md: UNVERIFIED); the settings
   here are the awd-lstm-lm character-PTB ones (the code base the paper names)
   without weight drop. Published BPC are a low-confidence recollection.
