@@ -9,7 +9,7 @@ authors' public code (``shared/docs/paper.md`` §4):
   eval batch 10, best-validation model tested. Published test perplexity
   RNN 146.7 / 143.5, LSTM 92.3 / 95.1 (unstable / stable). At lr 20 the
   unstable tanh-RNN's training loss leaves ln V within 25 steps and stays
-  at 17-20 nats; a PyTorch model of the authors' code does the same on the
+  at 16.9-20.1 nats; a PyTorch model of the authors' code does the same on the
   same batches, and at lr 5 (the plateau rule's next rate) both learn alike
   (``benchmarks/results/cpu/wikitext2-reference``).
 * ``ptb-char``: no code was found for it (paper.md: UNVERIFIED); the settings
