@@ -215,3 +215,50 @@ def test_logging_only_settings_do_not_split_a_row():
           _row(name, 2, 9.4, metric="frame_nll", config=lr)]
   groups = report.summarize(rows)
   assert sorted((g.n, g.variant) for g in groups) == [(1, "train.lr=0.5"), (2, "")]
+
+
+def _trained_truncated_rows(lr_of_scan=0.01):
+  """JSB tanh-RNN rows: trained truncated at k = 1, 4 (2 seeds each) and by scan (2 seeds)."""
+  def cfg(executor, k, lr=0.01):
+    return {"smoke": False, "task": "jsb",
+            "model": {"backbone": "rnn", "hidden_size": 256, "executor": executor, "k": k},
+            "train": {"lr": lr, "stable": True, "lam": 1.0, "eval_ks": []}}
+  rows = []
+  for k, base in ((4, 9.0), (1, 11.0)):
+    rows += [_row(f"trunc-train-jsb-rnn-stable-k{k}", s, base + s, metric="frame_nll",
+                  task="jsb", model="rnn", executor="truncated", k=k, stable=True, lam=1.0,
+                  config=cfg("truncated", k), run_id=f"k{k}-{s}") for s in range(2)]
+  rows += [_row("mh-jsb-rnn-stable", s, 8.0 + 2 * s, metric="frame_nll", task="jsb",
+                model="rnn", stable=True, lam=1.0, config=cfg("scan", 0, lr_of_scan),
+                run_id=f"scan-{s}") for s in range(2)]
+  return rows
+
+
+def test_trained_truncated_table_recomputed_from_rows(tmp_path):
+  fams = report.training_truncation(report.summarize(_trained_truncated_rows()))
+  assert len(fams) == 1
+  (f,) = fams
+  assert f["stable"] and f["lam"] == 1.0 and f["metric_name"] == "frame_nll"
+  assert [p["k"] for p in f["points"]] == [1, 4]  # sorted by k, not by row order
+  assert f["points"][0]["mean"] == pytest.approx(11.5)
+  assert f["points"][1]["std"] == pytest.approx(statistics.stdev([9.0, 10.0]))
+  assert f["reference"]["experiment"] == "mh-jsb-rnn-stable"
+  assert f["reference"]["mean"] == pytest.approx(9.0) and f["reference"]["n"] == 2
+  md = report.render_markdown(report.summarize(_trained_truncated_rows()), n_rows=6, dirs=["d"])
+  assert "## Trained as truncated(k): jsb rnn, stable (λ=1)" in md
+  assert "| 4 | 9.5 ± 0.7071 | 2 | trunc-train-jsb-rnn-stable-k4 |" in md
+  assert "| scan (recurrent) | 9 ± 1.414 | 2 | mh-jsb-rnn-stable |" in md
+  tex = report.render_latex(report.summarize(_trained_truncated_rows()), n_rows=6, dirs=["d"])
+  assert r"Trained as truncated($k$): jsb rnn, stable ($\lambda$=1)" in tex
+  pytest.importorskip("matplotlib")
+  paths = report.make_plots(report.summarize(_trained_truncated_rows()), str(tmp_path))
+  assert "trained_truncated_vs_k.png" in [os.path.basename(p) for p in paths]
+
+
+def test_trained_truncated_reference_needs_the_same_config():
+  """A scan run with another lr is not the truncated runs' recurrent counterpart."""
+  (f,) = report.training_truncation(report.summarize(_trained_truncated_rows(lr_of_scan=0.1)))
+  assert f["reference"] is None
+  md = report.render_markdown(report.summarize(_trained_truncated_rows(lr_of_scan=0.1)),
+                              n_rows=6, dirs=["d"])
+  assert "| scan (recurrent) | not in these results | – | – |" in md

@@ -15,12 +15,16 @@ trains and evaluates nothing.
   per run. The ``variant`` column names what differs from the registered
   experiment (``smoke``, overrides).
 * Groups with truncation curves get a table of the test metric and the gap
-  ``||y - y^k||`` (mean over seeds) per k.
+  ``||y - y^k||`` (mean over seeds) per k (truncation study (a)).
+* Models *trained* as ``truncated(k)`` (study (b)) get a table of the test
+  metric per k, with the same configuration trained by ``scan`` beside them
+  when the rows have it (:func:`training_truncation`).
 * ``--plots`` writes PNGs (matplotlib): metric vs k; gap vs k on a log scale
   with the slope of the ``λ^k`` bound drawn (λ: the certified bound of the
   trained model, else the projection's λ; anchored at the smallest k, since
   the constant of the bound is not measured); the measured contraction and
-  the certified bound over training when the per-epoch history has them; the
+  the certified bound over training when the per-epoch history has them;
+  the test metric of the models trained truncated vs k (scan dashed); the
   λ frontier (test metric vs λ
   of stable runs, per task and model).
 """
@@ -311,6 +315,69 @@ def truncation_table(g: Group) -> list[dict]:
   return out
 
 
+def _family_key(row: Mapping[str, Any]) -> str:
+  """A row's configuration without the executor and k (what study (b) varies)."""
+  cfg = _group_config(row)
+  model = dict(cfg.get("model") or {})
+  model.pop("executor", None)
+  model.pop("k", None)
+  return json.dumps({**cfg, "model": model}, sort_keys=True)
+
+
+def training_truncation(groups: Sequence[Group]) -> list[dict]:
+  """Truncation study (b): models *trained* as ``truncated(k)``, per k, beside the scan model.
+
+  Groups whose runs trained a recurrent model with ``executor="truncated"``
+  are gathered by their configuration apart from the executor and k (task,
+  model, stable, λ and every training setting the same), one entry per k with
+  the test metric's mean ± std over seeds; ``reference`` is the group of the
+  same configuration trained with ``scan`` (full recurrence), when the merged
+  rows have it. Miller & Hardt (2019, Sec. 3): for a stable model, training
+  the truncated model reaches the recurrent model's solution as k grows.
+
+  Returns:
+    one dict per family: ``task``, ``model``, ``stable``, ``lam``,
+    ``metric_name``, ``variant`` (of the smallest k), ``points`` (``k``,
+    ``mean``, ``std``, ``n``, ``experiment``), ``reference`` (``mean``,
+    ``std``, ``n``, ``experiment``) or None.
+  """
+  families: dict = {}
+  scans: dict = {}
+  for g in groups:
+    if not g.rows:
+      continue
+    key = _family_key(g.rows[0])
+    if g.executor == "truncated" and g.k:
+      families.setdefault(key, []).append(g)
+    elif g.executor == "scan":
+      scans.setdefault(key, g)
+  out = []
+  for key, gs in families.items():
+    gs = sorted(gs, key=lambda g: g.k)
+    ref = scans.get(key)
+    out.append({
+        "task": gs[0].task, "model": gs[0].model, "stable": gs[0].stable, "lam": gs[0].lam,
+        "metric_name": gs[0].metric_name,
+        "points": [{"k": g.k, "mean": g.mean, "std": g.std, "n": g.n,
+                    "experiment": g.experiment} for g in gs],
+        "reference": None if ref is None else {"mean": ref.mean, "std": ref.std, "n": ref.n,
+                                               "experiment": ref.experiment},
+    })
+  out.sort(key=lambda f: (f["task"] or "", f["model"] or "", f["stable"], f["lam"] or 0.0))
+  return out
+
+
+def _family_title(f: Mapping[str, Any]) -> str:
+  return (f"{f['task']} {f['model']}, {'stable' if f['stable'] else 'unstable'}"
+          + (f" (λ={f['lam']:g})" if f["stable"] and f["lam"] is not None else ""))
+
+
+def _mean_std_cell(mean, std, pm: str = "±") -> str:
+  if mean is None:
+    return "–"
+  return fmt(mean) if std is None else f"{fmt(mean)} {pm} {fmt(std)}"
+
+
 # ---------------------------------------------------------------------------
 # Rendering.
 
@@ -361,6 +428,16 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
             row(["---"] * 5)]
     out += [row([e["k"], fmt(e["test_metric"]), fmt(e["gap_mean"]), fmt(e["gap_max"]), e["n"]])
             for e in tt]
+  for f in training_truncation(groups):
+    out += ["", f"## Trained as truncated(k): {_family_title(f)}", "",
+            row(["k", f"test {f['metric_name']} (mean ± std)", "n", "experiment"]),
+            row(["---"] * 4)]
+    out += [row([p["k"], _mean_std_cell(p["mean"], p["std"]), p["n"], p["experiment"]])
+            for p in f["points"]]
+    r = f["reference"]
+    out.append(row(["scan (recurrent)", _mean_std_cell(r["mean"], r["std"]), r["n"],
+                    r["experiment"]]) if r else
+               row(["scan (recurrent)", "not in these results", "–", "–"]))
   if plots:
     out += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({p})" for p in plots]
   return "\n".join(out) + "\n"
@@ -368,7 +445,7 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "–": "--", "‖": r"$\|$", "−": "-"}
+        "–": "--", "‖": r"$\|$", "−": "-", "λ": r"$\lambda$"}
 
 
 def tex_escape(s: str) -> str:
@@ -402,6 +479,17 @@ def render_latex(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]) -
     out += [r"\bottomrule", r"\end{tabular}",
             r"\caption{Truncation: " + tex_escape(g.experiment) +
             (f" ({tex_escape(g.variant)})" if g.variant else "") + "}", r"\end{table}"]
+  for f in training_truncation(groups):
+    pm = lambda m, sd: tex_escape(_mean_std_cell(m, sd)).replace("±", r"$\pm$")
+    out += ["", r"\begin{table}[t]", r"\centering", r"\begin{tabular}{rrr}", r"\toprule",
+            r"$k$ & test " + tex_escape(f["metric_name"]) + r" & n \\", r"\midrule"]
+    out += [f"{p['k']} & {pm(p['mean'], p['std'])} & {p['n']} \\\\" for p in f["points"]]
+    r = f["reference"]
+    if r:
+      out += [r"\midrule", f"scan & {pm(r['mean'], r['std'])} & {r['n']} \\\\"]
+    out += [r"\bottomrule", r"\end{tabular}",
+            r"\caption{Trained as truncated($k$): " + tex_escape(_family_title(f)) + "}",
+            r"\end{table}"]
   return "\n".join(out) + "\n"
 
 
@@ -462,6 +550,25 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
     ax.set_ylabel("mean ‖y − y^k‖ (test)")
     ax.legend(fontsize=6)
     save(fig, "gap_vs_k.png")
+  study_b = training_truncation(groups)
+  if study_b:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for f in study_b:
+      pts = [p for p in f["points"] if p["mean"] is not None]
+      if not pts:
+        continue
+      line = ax.errorbar([p["k"] for p in pts], [p["mean"] for p in pts],
+                         yerr=[p["std"] or 0.0 for p in pts], marker="o", capsize=2,
+                         label=_family_title(f))
+      r = f["reference"]
+      if r and r["mean"] is not None:
+        ax.axhline(r["mean"], ls="--", color=line[0].get_color(),
+                   label=f"{_family_title(f)}: scan")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k (trained as truncated(k))")
+    ax.set_ylabel(f"test {study_b[0]['metric_name']} (mean ± std)")
+    ax.legend(fontsize=6)
+    save(fig, "trained_truncated_vs_k.png")
   # Stability over training: per group, the mean over seeds of the measured
   # contraction (solid) and of the certified bound (dashed), epoch by epoch.
   series = []
@@ -571,6 +678,7 @@ def report_main(argv=None) -> int:
 
 
 __all__ = ["read_rows", "merge", "summarize", "matches", "mean_std", "fmt", "render_markdown",
+           "training_truncation",
            "render_latex", "make_plots", "report_main", "Group", "ReportError"]
 
 
