@@ -151,8 +151,11 @@ def nottingham(backbone: str, stable: bool) -> Experiment:
       title=(f"Miller & Hardt settings on Nottingham, {_BACKBONES[backbone]}, "
              f"{'stable' if stable else 'unstable'} (test frame NLL)"),
       task="nottingham", published=None, published_note="",
-      cost_cpu=("~1-2 h RNN (12.8x JSB's training frames; estimate), LSTM ~2-3x that; "
-                "benchmarks/results/cpu/nottingham-throughput has a measured estimate"),
+      # Measured: 60-step capped runs extrapolated by scripts/estimate_full_run.py
+      # (benchmarks/results/cpu/nottingham-throughput).
+      cost_cpu=(("~1.2 h" if backbone == "rnn" else "~1.8 h") + " training per "
+                "stable/unstable pair, one seed, 2 models vmapped (2-core CPU; extrapolated "
+                "from capped runs)"),
       cost_gpu="~30 min (estimate; batch 1 is latency bound)",
       group="mh-music",
       notes=("The authors' JSB settings (poly_music, SGD 1e-2, clip 1, batch 1, 100 epochs) "

@@ -110,7 +110,10 @@ _TASKS = {
         tcn=dict(hidden_size=150, levels=4, kernel_size=6, dropout=0.25),
         rnn_hidden={"lstm": 450, "gru": 530, "rnn": 950},
         train=_MUSIC_TRAIN,
-        cost_cpu="~2-6 h (694 steps/epoch x 100 epochs)", cost_gpu="~30 min",
+        # TCN measured: 60-step capped run extrapolated by scripts/estimate_full_run.py
+        # (benchmarks/results/cpu/nottingham-throughput).
+        cost_cpu=("~2-6 h (694 steps/epoch x 100 epochs); the TCN ~0.8 h training per "
+                  "seed (2-core CPU; extrapolated from a capped run)"), cost_gpu="~30 min",
         notes=_MUSIC_NOTES,
     ),
     "ptb-word": dict(
