@@ -248,7 +248,8 @@ def main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   write_atomic(os.path.join(args.out, "reference.json"), json.dumps(
       {"command": command, "meta": meta, "experiment": args.experiment, "overrides": overrides,
-       "same_init": args.same_init, "rows": rows, "seqbench_losses": jax_losses, "pytorch_losses": torch_losses,
+       "same_init": args.same_init, "rows": rows,
+       "seqbench_losses": jax_losses, "pytorch_losses": torch_losses,
        "seqbench_grad_norms": jax_norms, "pytorch_grad_norms": torch_norms,
        "seqbench_s": jax_s, "pytorch_s": torch_s}, indent=1))
   write_atomic(os.path.join(args.out, "reference.md"), table)
