@@ -262,3 +262,12 @@ def test_trained_truncated_reference_needs_the_same_config():
   md = report.render_markdown(report.summarize(_trained_truncated_rows(lr_of_scan=0.1)),
                               n_rows=6, dirs=["d"])
   assert "| scan (recurrent) | not in these results | – | – |" in md
+
+
+def test_trained_truncated_reference_prefers_the_scan_group_with_most_seeds():
+  rows = _trained_truncated_rows()
+  scan = [r for r in rows if r["executor"] == "scan"]
+  # A one-seed twin of the scan row under another name (study (a) reruns the Table 1 row).
+  twin = dict(scan[0], experiment="a-twin", run_id="twin-0", test_metric=20.0)
+  (f,) = report.training_truncation(report.summarize(rows + [twin]))
+  assert f["reference"]["experiment"] == "mh-jsb-rnn-stable" and f["reference"]["n"] == 2

@@ -332,7 +332,7 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
   model, stable, λ and every training setting the same), one entry per k with
   the test metric's mean ± std over seeds; ``reference`` is the group of the
   same configuration trained with ``scan`` (full recurrence), when the merged
-  rows have it. Miller & Hardt (2019, Sec. 3): for a stable model, training
+  rows have it (of several, the one with the most seeds). Miller & Hardt (2019, Sec. 3): for a stable model, training
   the truncated model reaches the recurrent model's solution as k grows.
 
   Returns:
@@ -349,8 +349,10 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
     key = _family_key(g.rows[0])
     if g.executor == "truncated" and g.k:
       families.setdefault(key, []).append(g)
-    elif g.executor == "scan":
-      scans.setdefault(key, g)
+    elif g.executor == "scan" and (key not in scans or g.n > scans[key].n):
+      # Several experiments can share one configuration (a Table 1 row and its
+      # truncation-study (a) twin): the one with the most seeds is the reference.
+      scans[key] = g
   out = []
   for key, gs in families.items():
     gs = sorted(gs, key=lambda g: g.k)
