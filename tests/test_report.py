@@ -246,8 +246,9 @@ def test_trained_truncated_table_recomputed_from_rows(tmp_path):
   assert f["reference"]["mean"] == pytest.approx(9.0) and f["reference"]["n"] == 2
   md = report.render_markdown(report.summarize(_trained_truncated_rows()), n_rows=6, dirs=["d"])
   assert "## Trained as truncated(k): jsb rnn, stable (λ=1)" in md
-  assert "| 4 | 9.5 ± 0.7071 | 2 | trunc-train-jsb-rnn-stable-k4 |" in md
-  assert "| scan (recurrent) | 9 ± 1.414 | 2 | mh-jsb-rnn-stable |" in md
+  assert "| 4 | 9.5 ± 0.7071 | 2 | s0 9 · s1 10 | trunc-train-jsb-rnn-stable-k4 |" in md
+  assert "| scan (recurrent) | 9 ± 1.414 | 2 | s0 8 · s1 10 | mh-jsb-rnn-stable |" in md
+  assert f["reference"]["by_seed"] == {0: 8.0, 1: 10.0}
   tex = report.render_latex(report.summarize(_trained_truncated_rows()), n_rows=6, dirs=["d"])
   assert r"Trained as truncated($k$): jsb rnn, stable ($\lambda$=1)" in tex
   pytest.importorskip("matplotlib")
@@ -261,7 +262,7 @@ def test_trained_truncated_reference_needs_the_same_config():
   assert f["reference"] is None
   md = report.render_markdown(report.summarize(_trained_truncated_rows(lr_of_scan=0.1)),
                               n_rows=6, dirs=["d"])
-  assert "| scan (recurrent) | not in these results | – | – |" in md
+  assert "| scan (recurrent) | not in these results | – | – | – |" in md
 
 
 def test_trained_truncated_reference_prefers_the_scan_group_with_most_seeds():

@@ -337,9 +337,10 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
 
   Returns:
     one dict per family: ``task``, ``model``, ``stable``, ``lam``,
-    ``metric_name``, ``variant`` (of the smallest k), ``points`` (``k``,
-    ``mean``, ``std``, ``n``, ``experiment``), ``reference`` (``mean``,
-    ``std``, ``n``, ``experiment``) or None.
+    ``metric_name``, ``points`` (``k``, ``mean``, ``std``, ``n``,
+    ``experiment``, ``by_seed``), ``reference`` (the same keys but ``k``) or
+    None. A seed fixes the initial parameters and the data order, so
+    ``by_seed`` pairs each truncated run with its recurrent twin.
   """
   families: dict = {}
   scans: dict = {}
@@ -361,12 +362,23 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
         "task": gs[0].task, "model": gs[0].model, "stable": gs[0].stable, "lam": gs[0].lam,
         "metric_name": gs[0].metric_name,
         "points": [{"k": g.k, "mean": g.mean, "std": g.std, "n": g.n,
-                    "experiment": g.experiment} for g in gs],
+                    "experiment": g.experiment, "by_seed": _by_seed(g)} for g in gs],
         "reference": None if ref is None else {"mean": ref.mean, "std": ref.std, "n": ref.n,
-                                               "experiment": ref.experiment},
+                                               "experiment": ref.experiment,
+                                               "by_seed": _by_seed(ref)},
     })
   out.sort(key=lambda f: (f["task"] or "", f["model"] or "", f["stable"], f["lam"] or 0.0))
   return out
+
+
+def _by_seed(g: Group) -> dict:
+  """``{seed: test metric}`` of a group's non-diverged runs (a seed fixes init and data order)."""
+  return {r.get("seed"): r["test_metric"] for r in g.rows
+          if not r.get("diverged") and r.get("test_metric") is not None}
+
+
+def _seeds_cell(by_seed: Mapping[Any, float]) -> str:
+  return " · ".join(f"s{s} {fmt(v)}" for s, v in by_seed.items())
 
 
 def _family_title(f: Mapping[str, Any]) -> str:
@@ -432,14 +444,14 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
             for e in tt]
   for f in training_truncation(groups):
     out += ["", f"## Trained as truncated(k): {_family_title(f)}", "",
-            row(["k", f"test {f['metric_name']} (mean ± std)", "n", "experiment"]),
-            row(["---"] * 4)]
-    out += [row([p["k"], _mean_std_cell(p["mean"], p["std"]), p["n"], p["experiment"]])
-            for p in f["points"]]
+            row(["k", f"test {f['metric_name']} (mean ± std)", "n", "per seed", "experiment"]),
+            row(["---"] * 5)]
+    out += [row([p["k"], _mean_std_cell(p["mean"], p["std"]), p["n"], _seeds_cell(p["by_seed"]),
+                 p["experiment"]]) for p in f["points"]]
     r = f["reference"]
     out.append(row(["scan (recurrent)", _mean_std_cell(r["mean"], r["std"]), r["n"],
-                    r["experiment"]]) if r else
-               row(["scan (recurrent)", "not in these results", "–", "–"]))
+                    _seeds_cell(r["by_seed"]), r["experiment"]]) if r else
+               row(["scan (recurrent)", "not in these results", "–", "–", "–"]))
   if plots:
     out += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({p})" for p in plots]
   return "\n".join(out) + "\n"
