@@ -332,8 +332,9 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
   model, stable, λ and every training setting the same), one entry per k with
   the test metric's mean ± std over seeds; ``reference`` is the group of the
   same configuration trained with ``scan`` (full recurrence), when the merged
-  rows have it (of several, the one with the most seeds). Miller & Hardt (2019, Sec. 3): for a stable model, training
-  the truncated model reaches the recurrent model's solution as k grows.
+  rows have it (of several, the one with the most seeds). Miller & Hardt
+  (2019, Sec. 3): for a stable model, training the truncated model reaches
+  the recurrent model's solution as k grows.
 
   Returns:
     one dict per family: ``task``, ``model``, ``stable``, ``lam``,
