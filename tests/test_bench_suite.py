@@ -383,3 +383,14 @@ def test_launcher_git_sha_wins_over_the_copy_s_own_git(monkeypatch):
   finally:
     monkeypatch.undo()
     P.git_state.cache_clear()
+
+
+@pytest.mark.parametrize("status, dirty", [
+    ("", False),
+    (" M src/seqbench/train.py", True),            # a changed tracked file
+    ("?? benchmarks/new_script.py", True),          # the code behind a result, not committed
+    ("?? benchmarks/results/x/results.jsonl\n?? benchmarks/results/x/report.md", False),
+    ("?? out/plots/a.png\n?? scripts/run.sh", True),
+])
+def test_dirty_counts_uncommitted_code_not_new_results(status, dirty):
+  assert P.dirty_from_status(status) is dirty

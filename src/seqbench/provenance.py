@@ -50,8 +50,29 @@ def git_state() -> dict:
     return {"git_sha": os.environ["SEQBENCH_GIT_SHA"],
             "git_dirty": os.environ.get("SEQBENCH_GIT_DIRTY") == "1"}
   sha = _git("rev-parse", "HEAD")
-  status = _git("status", "--porcelain", "--untracked-files=no")
-  return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+  status = _git("status", "--porcelain", "--untracked-files=all")
+  return {"git_sha": sha, "git_dirty": None if status is None else dirty_from_status(status)}
+
+
+#: Untracked files with these endings are code the commit does not contain.
+CODE_SUFFIXES = (".py", ".sh", ".cfg", ".toml", "Makefile")
+
+
+def dirty_from_status(porcelain: str) -> bool:
+  """Whether ``git status --porcelain --untracked-files=all`` shows code outside the commit.
+
+  A changed tracked file counts, and so does an untracked code file (a new
+  benchmark script that produced the results). Untracked results, logs and
+  plots do not: a sweep writing into a new folder is not a dirty tree.
+  """
+  for line in porcelain.splitlines():
+    if not line.strip():
+      continue
+    if not line.startswith("??"):
+      return True
+    if line[3:].strip().strip('"').endswith(CODE_SUFFIXES):
+      return True
+  return False
 
 
 def run_metadata(dtype: str = "float32") -> dict:
