@@ -53,6 +53,8 @@ def test_grids_are_data_and_expand_to_registered_experiments():
   for point in grid.expand():
     assert ex.EXPERIMENTS[point.name] == point
     assert point.model.executor == "truncated"
+    # Its own k and 256 steps (the recurrent model for JSB's <= 160 frames).
+    assert point.train.eval_ks == tuple(sorted({point.model.k, 256}))
   lam = ex.GRIDS["lam-jsb-rnn"]
   assert [ex.EXPERIMENTS[p.name].train.lam for p in lam.expand()] == [0.5, 0.8, 0.9, 0.95, 0.99, 1.0]
   for name in ("trunc-eval-jsb-rnn-unstable", "trunc-eval-wikitext2-lstm-stable"):
