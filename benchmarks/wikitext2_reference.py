@@ -53,10 +53,9 @@ from seqbench.experiments.config import parse_set_args
 from seqbench.provenance import run_metadata, write_atomic
 
 
-def _seqbench_losses(experiment: str, overrides: dict, batches, seed: int):
+def _seqbench_losses(exp, batches, seed: int):
   """Per-step (loss, grad norm) of seqbench's compiled train step, and its initial params."""
-  exp = train_lib.resolve(experiment, overrides)
-  member = train_lib._Member(exp, seed, f"{experiment}-{seed}")  # pylint: disable=protected-access
+  member = train_lib._Member(exp, seed, f"{exp.name}-{seed}")  # pylint: disable=protected-access
   losses, norms = [], []
   with tempfile.TemporaryDirectory() as tmp:
     trainer = train_lib._Trainer([member], tmp, batched=False, smoke=False,  # pylint: disable=protected-access
@@ -71,7 +70,7 @@ def _seqbench_losses(experiment: str, overrides: dict, batches, seed: int):
       losses.append(float(loss))
       if not bool(state["alive"]):
         break
-  return exp, losses, norms, init_params
+  return losses, norms, init_params
 
 
 def _grad_norm_fn(trainer):
@@ -204,8 +203,7 @@ def main(argv=None) -> int:
   batches = list(data.batches("train", train=True, limit=args.steps))
 
   t0 = time.perf_counter()
-  exp, jax_losses, jax_norms, init_params = _seqbench_losses(args.experiment, overrides,
-                                                             batches, args.seed)
+  jax_losses, jax_norms, init_params = _seqbench_losses(exp, batches, args.seed)
   jax_s = time.perf_counter() - t0
   print(f"seqbench: {len(jax_losses)} steps in {jax_s:.0f} s", flush=True)
   t0 = time.perf_counter()

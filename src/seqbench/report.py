@@ -285,10 +285,14 @@ def fmt(x: Optional[float], digits: int = 4) -> str:
   return f"{x:.{digits}g}"
 
 
-def ours_cell(g: Group, pm: str = "±") -> str:
-  if g.mean is None:
+def _mean_std_cell(mean, std, pm: str = "±") -> str:
+  if mean is None:
     return "–"
-  return fmt(g.mean) if g.std is None else f"{fmt(g.mean)} {pm} {fmt(g.std)}"
+  return fmt(mean) if std is None else f"{fmt(mean)} {pm} {fmt(std)}"
+
+
+def ours_cell(g: Group, pm: str = "±") -> str:
+  return _mean_std_cell(g.mean, g.std, pm)
 
 
 def n_cell(g: Group) -> str:
@@ -385,12 +389,6 @@ def _seeds_cell(by_seed: Mapping[Any, float]) -> str:
 def _family_title(f: Mapping[str, Any]) -> str:
   return (f"{f['task']} {f['model']}, {'stable' if f['stable'] else 'unstable'}"
           + (f" (λ={f['lam']:g})" if f["stable"] and f["lam"] is not None else ""))
-
-
-def _mean_std_cell(mean, std, pm: str = "±") -> str:
-  if mean is None:
-    return "–"
-  return fmt(mean) if std is None else f"{fmt(mean)} {pm} {fmt(std)}"
 
 
 # ---------------------------------------------------------------------------
