@@ -82,13 +82,23 @@ def trunc_eval() -> list[Experiment]:
   return out
 
 
+#: Study (b) on the 2-core CPU, 100 epochs, one vmapped group of stable + unstable x 3 seeds
+#: per k (benchmarks/results/cpu/trunc-train). At batch 1 the step is latency bound, so the
+#: cost grows far slower than k up to k = 8.
+_TRUNC_TRAIN_CPU_COST = {
+    "rnn": ("6 models vmapped: k=1 12 min, k=2 14 min, k=4 19 min, k=8 27 min (measured); "
+            "k=16 ~1.5 h (one capped epoch: 56 s)"),
+    "lstm": "unmeasured (the JSB LSTM scan rows took 45-75 min for 3 seeds vmapped)",
+}
+
+
 def grids() -> dict[str, Grid]:
   out = {}
   for backbone in ("rnn", "lstm"):
     for stable in (False, True):
       base = miller_hardt.jsb(backbone, stable)
       base = dataclasses.replace(base, group="trunc-train", published=None, published_note="",
-                                 cost_cpu="~0.5-3 h (truncated training costs ~k x scan)",
+                                 cost_cpu=_TRUNC_TRAIN_CPU_COST[backbone],
                                  cost_gpu="~10-20 min")
       name = f"trunc-train-jsb-{backbone}-{_variant(stable)}"
       out[name] = Grid(
