@@ -161,6 +161,15 @@ def test_write_atomic_writes_text_and_bytes(tmp_path):
   assert (tmp_path / "a.txt").read_text(encoding="utf-8") == "héllo\n"
   assert (tmp_path / "sub" / "b.bin").read_bytes() == b"\x00\x01"
   assert not _leftovers(tmp_path)
+  # The mode a plain open() gives (mkstemp's temporary file is private to its owner).
+  mask = os.umask(0o022)
+  P._umask.cache_clear()
+  try:
+    P.write_atomic(str(tmp_path / "c.txt"), "x")
+  finally:
+    os.umask(mask)
+    P._umask.cache_clear()
+  assert (os.stat(tmp_path / "c.txt").st_mode & 0o777) == 0o644
 
 
 class _FailingFile:

@@ -88,8 +88,64 @@ def test_match_rule(ours, published, metric, verdict):
 def test_smoke_rows_get_no_verdict():
   rows = [_row("mh-wikitext2-lstm-unstable", 0, 92.3, config={"smoke": True})]
   (g,) = report.summarize(rows)
-  assert g.match is None and g.variant.startswith("smoke")
+  assert g.match == report.NOT_COMPARED and g.variant.startswith("smoke")
   assert report.summarize([_row("mh-wikitext2-lstm-unstable", 0, 92.3)])[0].match == "yes"
+  assert report._summary_lines([g])[0].startswith("0 of 0 rows")
+
+
+def _registered_config(name, **train):
+  cfg = EXPERIMENTS[name].resolved_dict()
+  return {**cfg, "smoke": False, "train": {**cfg["train"], **train}}
+
+
+def test_overrides_void_the_verdict_but_implementation_choices_do_not():
+  name = "tcn-jsb-tcn"
+  cfg = EXPERIMENTS[name].resolved_dict()
+  lax = {**cfg, "smoke": False, "model": {**cfg["model"], "conv_impl": "lax_conv"}}
+  short = _registered_config(name, epochs=6)
+  rows = ([_row(name, s, 8.15, metric="frame_nll", config=lax, run_id=f"a{s}") for s in range(2)]
+          + [_row(name, s, 8.10, metric="frame_nll", config=short, run_id=f"b{s}")
+             for s in range(2)])
+  groups = {g.variant: g for g in report.summarize(rows)}
+  assert groups["model.conv_impl=lax_conv"].match == "yes"
+  # The 6-epoch run equals the published number, and is still not a reproduction of it.
+  assert groups["train.epochs=6"].match == report.NOT_COMPARED
+  lines = report._summary_lines(list(groups.values()))
+  assert lines[0].startswith("1 of 1 rows")
+  assert lines[-1] == ("Not compared (not the published setup): "
+                       "tcn-jsb-tcn [train.epochs=6].")
+
+
+def test_diverged_seeds_make_a_no_and_are_counted():
+  name = "mh-jsb-rnn-unstable"
+  all_gone = [_row(name, s, None, metric="frame_nll", diverged=True) for s in range(3)]
+  (g,) = report.summarize(all_gone)
+  assert g.n == 0 and g.match == "no (3 of 3 seeds diverged)"
+  assert report._summary_lines([g])[0].startswith("0 of 1 rows")
+  # Survivors that match do not make a reproduction that lost a seed.
+  some = [_row(name, 0, 8.9, metric="frame_nll"), _row(name, 1, None, metric="frame_nll",
+                                                        diverged=True)]
+  (g,) = report.summarize(some)
+  assert g.mean == 8.9 and g.match == "no (1 of 2 seeds diverged)"
+
+
+def test_truncation_table_leaves_out_diverged_seeds(tmp_path):
+  name = "trunc-eval-jsb-rnn-stable"
+  rows = [_row(name, 0, 8.5, metric="nll"), _row(name, 1, None, metric="nll", diverged=True)]
+  _write(tmp_path, rows, [_curves(rows[0]["run_id"], 0, (0.4, 0.2, 0.1)),
+                          _curves(rows[1]["run_id"], 1, (9.0, 9.0, 9.0))])
+  (g,) = report.summarize(report.merge([str(tmp_path)]))
+  tt = report.truncation_table(g)
+  assert [e["n"] for e in tt] == [1, 1, 1] and tt[0]["gap_mean"] == pytest.approx(0.4)
+
+
+def test_wall_time_of_a_vmapped_group_is_labelled_as_the_group_s():
+  name = "mh-jsb-rnn-unstable"
+  cfg = {**_registered_config(name), "vmap_group_size": 3}
+  g = report.summarize([_row(name, s, 9.0 + s, metric="frame_nll", config=cfg, wall_s=300.0)
+                        for s in range(3)])[0]
+  assert g.group_size == 3 and report._wall_cell(g) == "300.00 (group of 3)"
+  assert "| 300.00 (group of 3) |" in report.render_markdown([g], n_rows=3, dirs=["d"])
 
 
 def test_latex_has_booktabs_rules():
@@ -134,6 +190,25 @@ def test_merge_of_shard_dirs_dedupes_and_reads_curves(tmp_path, capsys):
   assert (out / "report.tex").read_text().count(r"\toprule") == 2
   pngs = sorted(os.listdir(out / "plots"))
   assert pngs == ["contraction_over_training.png", "gap_vs_k.png", "metric_vs_k.png"]
+
+
+def test_merge_keeps_a_copied_run_once_and_refuses_a_run_done_twice(tmp_path):
+  name = "mh-jsb-rnn-stable"
+  row = _row(name, 0, 9.4, metric="frame_nll")
+  _write(tmp_path / "a", [row])
+  _write(tmp_path / "copy", [row])
+  _write(tmp_path / "rerun", [{**row, "test_metric": 9.9, "git_sha": "def"}])
+  assert len(report.merge([str(tmp_path / "a"), str(tmp_path / "copy")])) == 1
+  with pytest.raises(report.ReportError) as err:
+    report.merge([str(tmp_path / "a"), str(tmp_path / "rerun")])
+  msg = str(err.value)
+  assert row["run_id"] in msg and "test_metric (9.4 vs 9.9)" in msg
+  assert "git_sha ('abc' vs 'def')" in msg and "report these folders separately" in msg
+  # The CLI: one line, no traceback.
+  proc = subprocess.run([sys.executable, "-m", "seqbench", "report", str(tmp_path / "a"),
+                         str(tmp_path / "rerun")], capture_output=True, text=True)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert "report these folders separately" in proc.stderr
 
 
 def test_lambda_frontier_plot(tmp_path):

@@ -127,6 +127,10 @@ def test_concurrent_appends_never_tear_rows(tmp_path):
   with open(tmp_path / "results.jsonl", "ab") as f:
     f.write(b'{"worker": 9')
   assert len(train_lib.read_results(str(tmp_path))) == 200
+  # The next row is not glued onto the torn one: it reads back, and so does the report.
+  train_lib.append_result(str(tmp_path), {"worker": 10, "i": 0})
+  rows = train_lib.read_results(str(tmp_path))
+  assert len(rows) == 201 and rows[-1] == {"worker": 10, "i": 0}
 
 
 def test_vmapped_runs_equal_separate_runs(tmp_path):

@@ -94,14 +94,30 @@ def run_metadata(dtype: str = "float32") -> dict:
   }
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+  # Reading the umask means setting it: done once, not while other threads write files.
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def write_atomic(path: str, data: str | bytes) -> None:
-  """Write ``data`` to ``path`` via a temporary file and ``os.replace``."""
+  """Write ``data`` to ``path`` via a temporary file and ``os.replace``.
+
+  The file is fsynced before the rename (after a crash the path holds the old
+  or the new contents, never an empty file) and gets the mode a plain
+  ``open`` would give it (``mkstemp`` makes it private to its owner).
+  """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data.encode() if isinstance(data, str) else data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -7,13 +7,17 @@ the only other input is each experiment's published number from the registry
 trains and evaluates nothing.
 
 * Several directories (the shards of a sweep) are merged; a ``run_id`` seen in
-  more than one is counted once (the first directory given wins).
+  more than one is counted once, and an error if its results differ
+  (:func:`merge`).
 * Rows are grouped by experiment and resolved configuration (the seed aside):
   one table row per group with the test metric's mean ± sample standard
   deviation (n - 1) over the non-diverged seeds and n, the published number,
-  whether ours matches it (:func:`matches`; no verdict for smoke runs), the device and the mean wall time
-  per run. The ``variant`` column names what differs from the registered
-  experiment (``smoke``, overrides).
+  whether ours matches it (:func:`matches`; a seed that diverged makes it a
+  no; smoke runs and runs with overrides other than
+  :data:`IMPLEMENTATION_FIELDS` are not compared), the device and the mean
+  wall time of the program that trained the run (shared by a vmapped group).
+  The ``variant`` column names what differs from the registered experiment
+  (``smoke``, overrides).
 * Groups with truncation curves get a table of the test metric and the gap
   ``||y - y^k||`` (mean over seeds) per k (truncation study (a)).
 * Models *trained* as ``truncated(k)`` (study (b)) get a table of the test
@@ -74,20 +78,43 @@ def read_rows(path: str) -> list[dict]:
   return rows
 
 
+#: What makes two rows with one ``run_id`` the same result: a run id hashes
+#: the experiment, its config and the seed, not the code or the machine.
+_SAME_RESULT_FIELDS = ("test_metric", "valid_metric", "git_sha", "device_kind", "dtype")
+
+
 def merge(dirs: Sequence[str]) -> list[dict]:
-  """Rows of several directories, deduplicated by ``run_id`` (first wins).
+  """Rows of several directories; a run found in more than one is counted once.
+
+  The shards of one sweep never share a run. The same ``run_id`` in two
+  directories is either a copy of one result (kept once) or the same
+  experiment, config and seed run twice -- by other code or on another
+  machine -- which would count one seed twice: that raises, naming both, so
+  the folders get reported apart.
 
   Each row gets ``_dir``: the directory it was read from (for its curves).
+
+  Raises:
+    ReportError: a run id with two different results.
   """
-  seen, out = set(), []
+  seen: dict = {}
+  out = []
   for d in dirs:
     base = d if os.path.isdir(d) else os.path.dirname(os.path.abspath(d))
     for row in read_rows(d):
       rid = row.get("run_id")
       if rid is not None and rid in seen:
+        first = seen[rid]
+        differ = [f for f in _SAME_RESULT_FIELDS if first.get(f) != row.get(f)]
+        if differ:
+          raise ReportError(
+              f"run {rid} ({row.get('experiment')}, seed {row.get('seed')}) is in "
+              f"{first['_dir']!r} and {base!r} with different "
+              + ", ".join(f"{f} ({first.get(f)!r} vs {row.get(f)!r})" for f in differ)
+              + ": the same seed run twice; report these folders separately")
         continue
-      seen.add(rid)
-      out.append({**row, "_dir": base})
+      seen[rid] = {**row, "_dir": base}
+      out.append(seen[rid])
   return out
 
 
@@ -159,6 +186,12 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict:
 #: a test keeps the two equal): runs that differ in them are the same variant.
 BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every")
 
+#: Overrides that change how a number is computed, not which number: a run
+#: with only these keeps its verdict (``conv_impl``: every form computes the
+#: same convolution, tested against each other; ``checkpoint_seconds``: how
+#: often a checkpoint is saved).
+IMPLEMENTATION_FIELDS = ("conv_impl", "checkpoint_seconds")
+
 
 def _group_config(row: Mapping[str, Any]) -> dict:
   cfg = dict(row.get("config") or {})
@@ -181,19 +214,45 @@ def _registered(name: str, smoke: bool):
   return exp.published, _flat(_canon(ref.resolved_dict()))
 
 
+def _overrides(cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> Optional[list[str]]:
+  """Dotted keys where a row's config differs from its registered experiment (None: unknown)."""
+  flat = _flat({k: v for k, v in cfg.items() if k != "smoke"})
+  if ref_flat is None or not flat:  # unregistered, or a row without its config
+    return None
+  return [k for k in sorted(set(flat) | set(ref_flat)) if flat.get(k) != ref_flat.get(k)
+          and k.split(".")[-1] not in BOOKKEEPING_FIELDS]
+
+
 def _variant(name: str, cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> str:
   smoke = bool(cfg.get("smoke"))
   parts = ["smoke"] if smoke else []
+  diff = _overrides(cfg, ref_flat)
   flat = _flat({k: v for k, v in cfg.items() if k != "smoke"})
-  if ref_flat is not None and flat:  # (a row without its config: nothing to compare)
-    diff = [k for k in sorted(set(flat) | set(ref_flat)) if flat.get(k) != ref_flat.get(k)
-            and k.split(".")[-1] not in BOOKKEEPING_FIELDS]
+  if diff is not None:
     parts += [f"{k}={flat.get(k)}" for k in diff[:4]]
     if len(diff) > 4:
       parts.append(f"+{len(diff) - 4} more")
   elif name:
     parts.append("unregistered")
   return ", ".join(parts)
+
+
+#: Verdict of a group that is not the published setup (smoke, or overrides
+#: beyond :data:`IMPLEMENTATION_FIELDS`): not compared, not counted.
+NOT_COMPARED = "n/a (not the published setup)"
+
+
+def _verdict(g: "Group", cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> Optional[str]:
+  """The match verdict of a group (None: no published number to compare with)."""
+  if g.published is None:
+    return None
+  diff = _overrides(cfg, ref_flat) or []
+  if cfg.get("smoke") or any(k.split(".")[-1] not in IMPLEMENTATION_FIELDS for k in diff):
+    return NOT_COMPARED
+  if g.diverged:
+    # A reproduction that loses seeds to divergence is not one, whatever the others got.
+    return f"no ({g.diverged} of {g.diverged + g.n} seeds diverged)"
+  return matches(g.mean, g.published, g.metric_name)
 
 
 @dataclasses.dataclass
@@ -219,6 +278,7 @@ class Group:
   match: Optional[str] = None
   devices: str = ""
   wall_mean: Optional[float] = None
+  group_size: int = 1
   contraction_mean: Optional[float] = None
   bound_max: Optional[float] = None
   seeds: tuple = ()
@@ -262,10 +322,10 @@ def summarize(rows: Sequence[Mapping[str, Any]], published=None) -> list[Group]:
               variant=_variant(name, cfg, ref_flat), rows=rs, n=len(ok),
               diverged=sum(1 for r in rs if r.get("diverged")), mean=mean, std=std,
               valid_mean=vmean, published=pub, devices=", ".join(devs), wall_mean=wall,
+              group_size=max(int(r.get("config", {}).get("vmap_group_size") or 1) for r in rs),
               contraction_mean=contr, bound_max=max(bounds) if bounds else None,
               seeds=tuple(r.get("seed") for r in rs))
-    # A smoke run is not the published setup: no verdict for it.
-    g.match = None if cfg.get("smoke") else matches(mean, pub, g.metric_name)
+    g.match = _verdict(g, cfg, ref_flat)
     groups.append(g)
   groups.sort(key=lambda g: (g.experiment or "", g.variant))
   return groups
@@ -303,6 +363,8 @@ def truncation_table(g: Group) -> list[dict]:
   """Per k: mean over seeds of the truncated test metric, gap mean and max gap."""
   per_k: dict = {}
   for r in g.rows:
+    if r.get("diverged") or r.get("test_metric") is None:
+      continue  # the main table leaves these seeds out; so does this one
     c = read_curves(r)
     for e in (c or {}).get("truncation") or []:
       per_k.setdefault(e["k"], []).append(e)
@@ -395,17 +457,23 @@ def _family_title(f: Mapping[str, Any]) -> str:
 # Rendering.
 
 _COLUMNS = ("experiment", "variant", "task", "model", "metric", "ours (mean ± std)", "n",
-            "published", "match", "emp. contraction", "device", "wall s/run")
+            "published", "match", "emp. contraction", "device", "wall s")
 
 
 def _cells(g: Group, pm: str) -> list[str]:
   return [g.experiment, g.variant or "", g.task or "", g.model or "", g.metric_name or "",
           ours_cell(g, pm), n_cell(g), fmt(g.published), g.match or "–",
-          fmt(g.contraction_mean), g.devices, fmt(g.wall_mean)]
+          fmt(g.contraction_mean), g.devices, _wall_cell(g)]
+
+
+def _wall_cell(g: Group) -> str:
+  # A vmapped group trains its models in one program: its wall time is shared by all of them.
+  return fmt(g.wall_mean) + (f" (group of {g.group_size})" if g.group_size > 1 else "")
 
 
 def _summary_lines(groups: Sequence[Group]) -> list[str]:
-  comparable = [g for g in groups if g.match is not None]
+  comparable = [g for g in groups if g.match is not None and g.match != NOT_COMPARED]
+  other = [g for g in groups if g.match == NOT_COMPARED]
   yes = [g for g in comparable if g.match == "yes"]
   no = [g for g in comparable if g.match != "yes"]
   lines = [f"{len(yes)} of {len(comparable)} rows with a published number match it "
@@ -418,6 +486,9 @@ def _summary_lines(groups: Sequence[Group]) -> list[str]:
     lines.append("No match: " + ", ".join(
         f"{g.experiment}" + (f" [{g.variant}]" if g.variant else "") + f" ({g.match})"
         for g in no) + ".")
+  if other:
+    lines.append("Not compared (not the published setup): " + ", ".join(
+        f"{g.experiment} [{g.variant}]" for g in other) + ".")
   return lines
 
 
@@ -428,7 +499,9 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
 
   out = ["# seqbench report", "",
          f"{n_rows} runs from {', '.join(dirs)}; test metric mean ± sample std over the "
-         f"non-diverged seeds (n); every number is computed from results.jsonl and curves/.",
+         f"non-diverged seeds (n); wall s: training wall time of one run's program, which "
+         f"a vmapped group of runs shares; every number is computed from results.jsonl and "
+         f"curves/.",
          "", row(_COLUMNS), row(["---"] * len(_COLUMNS))]
   out += [row(_cells(g, "±")) for g in groups]
   out += [""] + _summary_lines(groups)

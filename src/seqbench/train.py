@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -65,7 +66,7 @@ from flax import serialization
 
 from seqbench import stability
 from seqbench import tasks as tasks_lib
-from seqbench.provenance import run_metadata, write_atomic
+from seqbench.provenance import git_state, run_metadata, write_atomic
 from seqbench.experiments import (ConfigError, Experiment, TrainConfig, apply_overrides,
                                   get_experiment, parse_set_args)
 from seqbench.experiments import smoke as smoke_config
@@ -126,14 +127,22 @@ def append_result(out_dir: str, row: Mapping[str, Any]) -> None:
   """Append one row to ``out_dir/results.jsonl`` atomically.
 
   The whole line goes out in a single ``os.write`` on an ``O_APPEND``
-  descriptor and is fsynced, so concurrent writers never interleave and a
-  kill leaves either the full line or nothing of it.
+  descriptor and is fsynced, so concurrent writers on a local disk never
+  interleave and a kill leaves either the full line or nothing of it. A file
+  whose last line is torn (a failed write) gets the newline it lacks first.
   """
   os.makedirs(out_dir, exist_ok=True)
   data = (json.dumps(_json_safe(dict(row)), allow_nan=False) + "\n").encode()
-  fd = os.open(os.path.join(out_dir, RESULTS_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-               0o644)
+  path = os.path.join(out_dir, RESULTS_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
   try:
+    # A torn last line (a short write, a full disk) would swallow this row:
+    # end it first, so it reads back as one bad line that readers skip. The
+    # lock keeps another writer's line from landing between the check and the write.
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+      data = b"\n" + data
     written = os.write(fd, data)
     if written != len(data):  # never seen for regular files; refuse to leave a torn row
       raise OSError(f"short write to {RESULTS_FILE}: {written} of {len(data)} bytes")
@@ -425,6 +434,10 @@ class _Trainer:
                                  members[0].run_id if self.m == 1 else
                                  "vmap-" + hashlib.sha256("".join(
                                      x.run_id for x in members).encode()).hexdigest()[:16])
+    # The commit is read now, when the code that trains is the code on disk:
+    # git_state() is cached, so a commit made while a long sweep runs is not
+    # what its rows record.
+    git_state()
     self._compile()
 
   # ----------------------------------------------------------- tree helpers
