@@ -71,9 +71,14 @@ def test_truncated_with_k_ge_T_equals_scan():
     np.testing.assert_allclose(y_trunc, y_scan, rtol=1e-6, atol=1e-6)
 
 
-def test_truncated_one_layer_matches_windows():
-  """y^k_t of the model = the model run from scratch on x_{t-k+1..t}."""
-  model = _model(backbone="rnn", layers=1)
+@pytest.mark.parametrize("backbone,layers", [("rnn", 1), ("rnn", 3), ("lstm", 2)])
+def test_truncated_model_matches_windows(backbone, layers):
+  """y^k_t of the model = the (recurrent) model run from scratch on x_{t-k+1..t}.
+
+  For a stack that is the whole stack restarted k steps back: exactly k
+  inputs, not k per layer (Miller & Hardt, Sec. 3).
+  """
+  model = _model(backbone=backbone, layers=layers)
   xs = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 3))
   params = model.init(KEY)
   k = 3
@@ -82,6 +87,31 @@ def test_truncated_one_layer_matches_windows():
     window = xs[:, max(0, t - k + 1):t + 1]
     y_ref, _ = _apply(model, params, window)
     np.testing.assert_allclose(y_k[:, t], y_ref[:, -1], rtol=1e-5, atol=1e-6)
+  # An input k steps back or more does not reach y^k_t.
+  moved = xs.at[:, 2].add(5.0)
+  y_moved, _ = _apply(model.with_executor("truncated", k), params, moved)
+  np.testing.assert_array_equal(y_moved[:, 2 + k:], y_k[:, 2 + k:])
+  assert not np.allclose(y_moved[:, 2 + k - 1], y_k[:, 2 + k - 1])
+
+
+def test_truncated_stack_refuses_dropout_in_training():
+  model = _model(backbone="rnn", layers=2, dropout=0.2, executor="truncated", k=2)
+  params = model.init(KEY)
+  with pytest.raises(ValueError, match="truncated stack of layers has no dropout"):
+    model.apply(params, jnp.ones((1, 4, 3)), key=KEY, train=True)
+  model.apply(params, jnp.ones((1, 4, 3)), train=False)  # evaluation has no dropout
+
+
+def test_truncated_stack_reports_the_recurrent_layer_inputs():
+  model = _model(backbone="lstm", layers=2)
+  xs = jax.random.normal(jax.random.PRNGKey(4), (2, 6, 3))
+  params = model.init(KEY)
+  _, _, scan_inputs = model.features(params, xs, return_layers=True)
+  _, _, trunc_inputs = model.with_executor("truncated", 2).features(params, xs,
+                                                                    return_layers=True)
+  assert len(trunc_inputs) == 2
+  for a, b in zip(scan_inputs, trunc_inputs):
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("backbone,executor", [("lstm", "scan"), ("rnn", "scan"),

@@ -299,3 +299,21 @@ def test_chunk_budget_follows_device_memory(monkeypatch):
 
   monkeypatch.setattr(jax, "devices", lambda *a: [FakeDevice()])
   assert sb.unroll.default_window_elements() == 64 * 2**30 // 16 // 4
+
+
+@pytest.mark.parametrize("chunk", [None, 3])
+def test_stacked_cell_is_the_layers_in_sequence(chunk):
+  """Stacked(cells) under scan = each layer scanned over the one below; truncated = restarts."""
+  layers = (sb.RNN(5), sb.LSTM(4), sb.GRU(3))
+  cell = sb.Stacked(layers)
+  params = cell.init(jax.random.PRNGKey(0), 2)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 2))
+  ys = xs
+  for c, p in zip(layers, params):
+    ys, _ = python_loop(c, p, ys)
+  np.testing.assert_allclose(sb.unroll.scan(cell, params, xs), ys, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(sb.unroll.truncated(cell, params, xs, 4, chunk_size=chunk),
+                             python_truncated(cell, params, xs, 4), rtol=1e-5, atol=1e-6)
+  assert cell.hidden_size == 3
+  with pytest.raises(ValueError, match="at least one cell"):
+    sb.Stacked(())

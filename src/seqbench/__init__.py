@@ -10,9 +10,9 @@ from seqbench import convnets
 from seqbench import flax_interop
 from seqbench import stability
 from seqbench import unroll
-from seqbench.cells import GRU, LRU, LSTM, RNN, Cell
+from seqbench.cells import GRU, LRU, LSTM, RNN, Cell, Stacked
 
 __version__ = "0.1.0"
 
 __all__ = ["cells", "unroll", "stability", "convnets", "flax_interop",
-           "RNN", "LSTM", "GRU", "LRU", "Cell", "__version__"]
+           "RNN", "LSTM", "GRU", "LRU", "Stacked", "Cell", "__version__"]

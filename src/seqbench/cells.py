@@ -384,4 +384,62 @@ class LRU(_GatedCell):
     return self.eigenvalues(params), drive
 
 
-__all__ = ["Cell", "RNN", "LSTM", "GRU", "LRU"]
+@dataclasses.dataclass(frozen=True)
+class Stacked:
+  r"""Layers of cells as one cell: the state is the tuple of the layers' states.
+
+  .. math::
+     (h^1_t, \dots, h^L_t) = \phi\big((h^1_{t-1}, \dots, h^L_{t-1}), x_t\big),
+     \quad h^1_t = \phi_1(h^1_{t-1}, x_t),\ h^l_t = \phi_l(h^l_{t-1}, h^{l-1}_t)
+
+  The output is the last layer's. A multi-layer network is one recurrent
+  model with this joint state map, so its k-truncated model (Miller & Hardt
+  2019, Sec. 3) restarts *every* layer from zero k steps back and sees only
+  :math:`x_{t-k+1..t}`; ``unroll.truncated(Stacked(cells), ...)`` computes
+  exactly that (truncating each layer on its own input would let a stack of L
+  layers see :math:`L(k-1)+1` inputs).
+
+  Attributes:
+    layers: the cells, first (reading ``x``) to last.
+  """
+
+  layers: Tuple[Any, ...]
+
+  is_linear = False
+
+  def __post_init__(self):
+    if not self.layers:
+      raise ValueError("Stacked needs at least one cell")
+
+  @property
+  def hidden_size(self) -> int:
+    return self.layers[-1].hidden_size
+
+  def init(self, key: Array, input_size: int) -> Params:
+    params, width = [], input_size
+    for cell, k in zip(self.layers, jax.random.split(key, len(self.layers))):
+      params.append(cell.init(k, width))
+      width = cell.hidden_size
+    return params
+
+  def initial_state(self, batch_shape=()) -> Carry:
+    return tuple(cell.initial_state(batch_shape) for cell in self.layers)
+
+  def input_map(self, params: Params, x: Array) -> Any:
+    # Only the first layer's input projection can leave the time loop: the
+    # others read the state of the layer below.
+    return self.layers[0].input_map(params[0], x)
+
+  def recurrent_step(self, params: Params, carry: Carry, u: Any) -> Tuple[Carry, Array]:
+    first, y = self.layers[0].recurrent_step(params[0], carry[0], u)
+    new = [first]
+    for cell, p, c in zip(self.layers[1:], params[1:], carry[1:]):
+      c, y = cell.step(p, c, y)
+      new.append(c)
+    return tuple(new), y
+
+  def step(self, params: Params, carry: Carry, x: Array) -> Tuple[Carry, Array]:
+    return self.recurrent_step(params, carry, self.input_map(params, x))
+
+
+__all__ = ["Cell", "RNN", "LSTM", "GRU", "LRU", "Stacked"]

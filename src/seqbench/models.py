@@ -36,9 +36,13 @@ layer (so between layers and before the head), as pytorch/examples' word LM
 (``nn.LSTM(dropout=p)`` plus ``self.drop`` on embeddings and outputs). Conv
 nets apply ``dropout`` inside their blocks (TCN).
 
-Truncation in a stack: with ``executor="truncated"`` every layer is the
-k-truncated model of its own input sequence, so a stack of L layers sees the
-last ``L (k - 1) + 1`` inputs (one layer: exactly k).
+Truncation in a stack: with ``executor="truncated"`` the stack is one
+recurrent model (:class:`seqbench.cells.Stacked`, the joint state of all
+layers) and its k-truncated model restarts every layer from the zero state k
+steps back, so it sees exactly the last k inputs, as Miller & Hardt define it
+(Sec. 3). Dropout between the layers of a truncated stack is not implemented
+(every window would need its own masks): training one with ``dropout > 0``
+raises.
 
 Carry (truncated BPTT): for ``executor="scan"`` or ``"parallel"`` ``apply``
 takes and returns the list of per-layer carries, so a language model passes
@@ -339,7 +343,18 @@ class Model:
     emb_rate = c.dropout if c.embed_dropout is None else c.embed_dropout
     x = dropout(keys[0], x, emb_rate, train)
     layer_inputs = []
-    if c.is_recurrent:
+    if c.is_recurrent and c.executor == "truncated" and c.layers > 1:
+      if train and c.dropout > 0:
+        raise ValueError("a truncated stack of layers has no dropout between them: "
+                         "set dropout=0 (or layers=1) to train it truncated")
+      if return_layers:
+        # Inside a truncated stack every window feeds its upper layers its own
+        # inputs; the layers' input sequences are those of the recurrent model.
+        _, _, layer_inputs = self.with_executor("scan").features(params, inputs,
+                                                                 return_layers=True)
+      x = unroll.truncated(cells_lib.Stacked(self.cells), params["backbone"], x, c.k)
+      new_carry = None
+    elif c.is_recurrent:
       if carry is None:
         carry = self.initial_carry(x.shape[:-2])
       new_carry = [] if c.carries_state else None

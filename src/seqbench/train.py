@@ -252,7 +252,8 @@ class _Data:
     self.lm_context = t.context
     truncated_rnn = model.config.is_recurrent and model.config.executor == "truncated"
     if self.family == "language" and self.lm_context is None and truncated_rnn:
-      self.lm_context = truncated_context(model.config.layers, model.config.k)
+      # The truncated model of the stack sees k inputs (cells.Stacked): exactly k of history.
+      self.lm_context = model.config.k
     #: whether the carry flows from one training batch to the next.
     self.carry_across = (self.family == "language" and self.lm_context is None
                          and model.config.carries_state)
@@ -277,15 +278,6 @@ class _Data:
       if limit and i >= limit:
         return
       yield b
-
-
-def truncated_context(layers: int, k: int) -> int:
-  """Inputs a stack of ``layers`` k-truncated layers sees: ``layers (k - 1) + 1``.
-
-  Every layer is truncated at k on its own input, so the receptive fields
-  add up; LM windows give each scored token exactly this much history.
-  """
-  return layers * (k - 1) + 1
 
 
 def _units(batch: Mapping[str, np.ndarray]) -> float:
@@ -634,8 +626,8 @@ class _Trainer:
       step = jax.jit(step)
       acc = np.zeros((5, self.m))
       acc[3] = 0.0
-      lm_context = truncated_context(self.model.config.layers, k)
-      for batch in self.data.batches("test", train=False, context=lm_context if
+      # Scored tokens get exactly k tokens of history, what truncated(k) can see.
+      for batch in self.data.batches("test", train=False, context=k if
                                      self.data.family == "language" else None,
                                      limit=self.t.max_eval_batches):
         vals = [np.atleast_1d(np.asarray(v, np.float64)) for v in step(params, batch)]
