@@ -297,3 +297,43 @@ def test_unknown_cell_has_no_silent_bound():
     sb.stability.lipschitz_bound(Custom(), {})
   with pytest.raises(NotImplementedError, match="Custom"):
     sb.stability.project(Custom(), {}, 0.9)
+
+
+def test_authors_lstm_update_matches_their_pytorch_layout_formula():
+  """``w * c / sum(|w|, dim=0)`` on each gate block of ``weight_hh_l0`` (out x in) and on U_f."""
+  cell = sb.LSTM(6)
+  params = cell.init(jax.random.PRNGKey(3), 4)
+  got = sb.stability.authors_normalise(cell, params)
+  weight_hh = np.asarray(params["recurrent_kernel"]).T  # PyTorch layout: (4H, H), acts as W h
+  weight_ih = np.asarray(params["input_kernel"]).T
+  norms = sb.stability.AUTHORS_LSTM_NORMS
+  want_hh = weight_hh.copy()
+  for g, gate in enumerate("ifzo"):
+    w = weight_hh[g * 6:(g + 1) * 6]
+    want_hh[g * 6:(g + 1) * 6] = w * norms[gate] / np.abs(w).sum(axis=0)
+  want_ih = weight_ih.copy()
+  w = weight_ih[6:12]
+  want_ih[6:12] = w * norms["input_f"] / np.abs(w).sum(axis=0)
+  np.testing.assert_allclose(np.asarray(got["recurrent_kernel"]).T, want_hh, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(got["input_kernel"]).T, want_ih, rtol=1e-6)
+  np.testing.assert_array_equal(got["bias"], params["bias"])  # biases are left free
+  # Not a projection onto the certified set: small columns are scaled up, and
+  # what it bounds is the 1-norm, so the certified (infinity-norm) bound is not 1.
+  assert float(sb.stability.lipschitz_bound(cell, got)) > 1.0
+
+
+def test_authors_update_of_rnn_is_the_clip_and_gru_has_none():
+  cell = sb.RNN(5)
+  params = cell.init(jax.random.PRNGKey(0), 3)
+  params = {**params, "recurrent_kernel": params["recurrent_kernel"] * 4}
+  got = sb.stability.authors_normalise(cell, params)
+  assert float(jnp.linalg.norm(got["recurrent_kernel"], 2)) <= 1 + 1e-5
+  with pytest.raises(NotImplementedError, match="no stability update for GRU"):
+    sb.stability.authors_normalise(sb.GRU(3), sb.GRU(3).init(jax.random.PRNGKey(0), 2))
+  tree = {"layers": [cell, None]}
+  with pytest.raises(ValueError, match="fixed constants"):
+    sb.stability.project_tree(tree, {"layers": [params, params]}, 0.9, scheme="authors")
+  both = sb.stability.project_tree(tree, {"layers": [params, params]}, 1.0, scheme="authors")
+  np.testing.assert_array_equal(both["layers"][0]["recurrent_kernel"], got["recurrent_kernel"])
+  np.testing.assert_array_equal(both["layers"][1]["recurrent_kernel"],
+                                params["recurrent_kernel"])

@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -94,6 +95,45 @@ def test_projection_after_every_step_on_all_layers(backbone):
   for batch in trainer.data.batches("train", train=True, seed=0, epoch=0):
     state, _ = trainer._train_step(state, batch)
   assert max(float(b) for b in bounds(state["params"]["backbone"])) > lam
+
+
+def test_authors_projection_touches_only_the_first_layer():
+  exp = train_lib.resolve("tcn-adding-lstm", {**TINY, "model.layers": 2,
+                                              "train.optimizer": "sgd", "train.lr": 3.0,
+                                              "train.stable": True,
+                                              "train.projection": "authors"}, smoke=True)
+  trainer = train_lib._Trainer([train_lib._Member(exp, 0, "x")], "/nonexistent",
+                               batched=False, smoke=True, progress=False)
+  state = trainer._init_state()
+  init_second = jnp.array(state["params"]["backbone"][1]["recurrent_kernel"])
+  for batch in trainer.data.batches("train", train=True, seed=0, epoch=0):
+    state, _ = trainer._train_step(state, batch)
+  first, second = state["params"]["backbone"]
+  h = trainer.model.config.hidden_size
+  norms = stability.AUTHORS_LSTM_NORMS
+  for g, gate in enumerate("ifzo"):
+    block = first["recurrent_kernel"][:, g * h:(g + 1) * h]
+    np.testing.assert_allclose(jnp.sum(jnp.abs(block), axis=1), norms[gate], rtol=1e-5)
+  # The second layer trained freely: it moved, and was not rescaled to the constants.
+  assert not np.allclose(second["recurrent_kernel"], init_second)
+  row_sums = jnp.sum(jnp.abs(second["recurrent_kernel"][:, h:2 * h]), axis=1)
+  assert float(jnp.max(row_sums) - jnp.min(row_sums)) > 1e-3
+
+
+def test_projection_setting_is_checked_and_keeps_old_run_ids():
+  with pytest.raises(train_lib.ConfigError, match="train.projection must be one of"):
+    train_lib.resolve("mh-jsb-lstm-stable", {"train.projection": "mine"})
+  with pytest.raises(train_lib.ConfigError, match="needs train.lam=1"):
+    train_lib.resolve("mh-jsb-lstm-stable", {"train.projection": "authors", "train.lam": 0.9})
+  base = train_lib.resolve("mh-jsb-lstm-stable")
+  authors = train_lib.resolve("mh-jsb-lstm-stable", {"train.projection": "authors"})
+  # Pinned: the committed stable LSTM run (benchmarks/results/cpu/repro) keeps its id.
+  assert train_lib.run_id(base, 0) == "76d30792a707fa97"
+  assert train_lib.run_id(authors, 0) != train_lib.run_id(base, 0)
+  from seqbench import report  # pylint: disable=g-import-not-at-top
+  from seqbench.experiments import config  # pylint: disable=g-import-not-at-top
+  assert report.FIELDS_ADDED_LATER == train_lib.FIELDS_ADDED_LATER
+  assert config.PROJECTIONS == stability.PROJECTION_SCHEMES
 
 
 def test_divergence_is_recorded_and_ends_cleanly(tmp_path):

@@ -171,9 +171,10 @@ class LSTM(_GatedCell):
 
   Attributes:
     hidden_size: width of ``c``, ``h`` and the output.
-    forget_bias: added to the forget-gate bias at init. PyTorch (and so the
-      Miller & Hardt code) effectively uses 0; Bai et al. (2018) tuned it in
-      1..10 for their LSTM baselines.
+    forget_bias: added to the forget-gate bias at init. PyTorch's default
+      is 0 (the Miller & Hardt word-LM code keeps it); their JSB/MNIST code
+      sets +10 on each of PyTorch's two bias vectors, i.e. 20 here (one bias
+      vector); Bai et al. (2018) tuned it in 1..10 for their LSTM baselines.
     dtype: dtype of parameters and state.
   """
 

@@ -428,6 +428,55 @@ def _(cell: LSTM, params, lam, input_bound=1.0):
   return {**params, "recurrent_kernel": rec, "input_kernel": inp, "bias": bias}
 
 
+#: ``scheme`` of :func:`project_tree`: ``"certified"`` is :func:`project` (the
+#: Euclidean projection onto a set with certified bound ``lam``, every layer);
+#: ``"authors"`` is :func:`authors_normalise` (what Miller & Hardt's code does).
+PROJECTION_SCHEMES = ("certified", "authors")
+
+#: Column l1 norms the authors' LSTM code rescales ``weight_hh_l0``'s gate
+#: blocks to (i, f, z = g, o), and the forget gate's input block (paper.md §2).
+AUTHORS_LSTM_NORMS = {"i": 0.395, "f": 0.155, "z": 0.099, "o": 0.395, "input_f": 0.25}
+
+
+def _normalise_rows_l1(w: Array, norm: float) -> Array:
+  """Rescale every row of ``w`` (in ``x @ W`` layout) to l1 norm exactly ``norm``."""
+  sums = jnp.sum(jnp.abs(w), axis=1, keepdims=True)
+  return w * (jnp.asarray(norm, w.dtype) / jnp.maximum(sums, jnp.finfo(w.dtype).tiny))
+
+
+@functools.singledispatch
+def authors_normalise(cell: Cell, params: Any) -> Any:
+  """The "stable" update of Miller & Hardt's released code, for comparison.
+
+  Not a projection onto a certified set (:func:`project` is that): the
+  RNN's singular values are clipped at 1, as in :func:`project`; the LSTM's
+  ``weight_hh_l0`` gate blocks have every *column* (PyTorch ``W h`` layout;
+  a row of this package's ``x @ W`` kernel) rescaled to the l1 norms of
+  :data:`AUTHORS_LSTM_NORMS` -- small columns are scaled *up* -- and the
+  forget gate's input block to 0.25; biases are left alone. That bounds the
+  induced 1-norm, not the infinity-norm the contraction condition needs, so
+  the certified bound of the result is generally above 1 (paper.md §2: "flag
+  it and implement both").
+  """
+  raise NotImplementedError(
+      f"the authors' code has no stability update for {type(cell).__name__}")
+
+
+@authors_normalise.register
+def _(cell: RNN, params):
+  return project(cell, params, 1.0)
+
+
+@authors_normalise.register
+def _(cell: LSTM, params):
+  n = AUTHORS_LSTM_NORMS
+  blocks = _gate_blocks(params["recurrent_kernel"], 4)
+  rec = jnp.concatenate([_normalise_rows_l1(w, n[g]) for w, g in zip(blocks, "ifzo")], axis=-1)
+  u_f = _normalise_rows_l1(_gate_blocks(params["input_kernel"], 4)[1], n["input_f"])
+  inp = _replace_block(params["input_kernel"], 4, 1, u_f)
+  return {**params, "recurrent_kernel": rec, "input_kernel": inp}
+
+
 def _project_sum_cap(u: Array, v: Array, cap: float):
   """Euclidean projection of ``(u, v)`` onto ``{u + v <= cap}``, elementwise."""
   total = u + v
@@ -478,7 +527,8 @@ def _is_cell(x) -> bool:
   return x is None or isinstance(x, Cell)
 
 
-def project_tree(cells: Any, params: Any, lam: float, input_bound: float = 1.0) -> Any:
+def project_tree(cells: Any, params: Any, lam: float, input_bound: float = 1.0,
+                 scheme: str = "certified") -> Any:
   """Project every recurrent layer of a model.
 
   Args:
@@ -488,13 +538,26 @@ def project_tree(cells: Any, params: Any, lam: float, input_bound: float = 1.0) 
     params: the model's parameters.
     lam: target contraction factor of every layer.
     input_bound: bound on the inputs of every layer (1 for stacked layers).
+    scheme: one of :data:`PROJECTION_SCHEMES`; ``"authors"`` needs ``lam = 1``
+      (their constants are fixed).
 
   Returns:
-    ``params`` with each recurrent layer projected (all layers, not only the
-    first).
+    ``params`` with each recurrent layer of ``cells`` projected (a model's
+    tree lists all of its layers; the authors' code touched only the first,
+    which a tree with ``None`` for the others expresses).
   """
+  if scheme not in PROJECTION_SCHEMES:
+    raise ValueError(f"projection scheme must be one of {PROJECTION_SCHEMES}, got {scheme!r}")
+  if scheme == "authors":
+    if lam != 1.0:
+      raise ValueError(f"the authors' stability update has fixed constants (lam = 1), "
+                       f"got lam={lam}")
+    update = authors_normalise
+  else:
+    update = lambda cell, p: project(cell, p, lam, input_bound)
+
   def one(cell, p):
-    return p if cell is None else project(cell, p, lam, input_bound)
+    return p if cell is None else update(cell, p)
 
   return jax.tree_util.tree_map(one, cells, params, is_leaf=_is_cell)
 
@@ -613,4 +676,5 @@ __all__ = [
     "lipschitz_bound", "project", "project_tree", "project_updates",
     "empirical_contraction", "state_jacobian_norm", "lstm_forget_gate_bound",
     "lstm_budget", "gru_budget", "LSTMBudget", "GRUBudget", "project_l1_columns",
+    "authors_normalise", "AUTHORS_LSTM_NORMS", "PROJECTION_SCHEMES",
 ]

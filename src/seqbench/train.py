@@ -180,15 +180,23 @@ def read_results(out_dir: str) -> list[dict]:
 BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every")
 _HASHED_AT_DEFAULT = {"eval_ks": ()}
 
+#: Train settings added after runs were committed, with their defaults: at
+#: the default they are left out of a run's identity (so those runs keep their
+#: ids), and rows written before they existed read as having the default
+#: (``seqbench.report`` keeps an equal copy).
+FIELDS_ADDED_LATER = {"projection": "certified"}
+
 
 def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
   """Stable hash of the experiment name, its resolved config and the seed.
 
-  :data:`BOOKKEEPING_FIELDS` are left out of the hash.
+  :data:`BOOKKEEPING_FIELDS` are left out of the hash, and so are
+  :data:`FIELDS_ADDED_LATER` at their defaults.
   """
   config = exp.resolved_dict()
   config["train"] = {k: _HASHED_AT_DEFAULT.get(k, v) for k, v in config["train"].items()
-                     if k not in BOOKKEEPING_FIELDS or k in _HASHED_AT_DEFAULT}
+                     if (k not in BOOKKEEPING_FIELDS or k in _HASHED_AT_DEFAULT)
+                     and not (k in FIELDS_ADDED_LATER and v == FIELDS_ADDED_LATER[k])}
   blob = json.dumps({"experiment": exp.name, "config": config, "seed": int(seed),
                      "smoke": bool(smoke)}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -416,6 +424,13 @@ class _Trainer:
     self.metric = self.task.metric
     self.tx = make_optimizer(self.t)
     self.cells_tree = self.model.cells_tree()
+    # What the stable variants project: every recurrent layer, or only the
+    # first, as the authors' code did (weight_hh_l0).
+    self.projected_tree = self.cells_tree
+    if self.t.projection == "authors" and self.cells_tree["backbone"]:
+      layers = self.cells_tree["backbone"]
+      self.projected_tree = {**self.cells_tree,
+                             "backbone": layers[:1] + [None] * (len(layers) - 1)}
     # Per-model projection: index into `self.lams`, -1 = not projected.
     stable_lams = sorted({m.exp.train.lam for m in members if m.exp.train.stable})
     self.lams = tuple(stable_lams)
@@ -450,8 +465,8 @@ class _Trainer:
     """One model's params projected for its λ (``proj_index`` into ``lams``; -1: none)."""
     if proj_index < 0:
       return params
-    return stability.project_tree(self.cells_tree, params, self.lams[proj_index],
-                                  self.t.input_bound)
+    return stability.project_tree(self.projected_tree, params, self.lams[proj_index],
+                                  self.t.input_bound, self.t.projection)
 
   def _project_members(self, params):
     """A vmapped group's params, each member projected for its own λ.
@@ -464,8 +479,9 @@ class _Trainer:
     for j, lam in enumerate(self.lams):
       idx = np.flatnonzero(np.asarray(self.proj_index) == j)
       sub = jax.tree_util.tree_map(lambda a: a[idx], params)
-      sub = jax.vmap(lambda p: stability.project_tree(self.cells_tree, p, lam,
-                                                      self.t.input_bound))(sub)
+      sub = jax.vmap(lambda p: stability.project_tree(self.projected_tree, p, lam,
+                                                      self.t.input_bound,
+                                                      self.t.projection))(sub)
       params = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), params, sub)
     return params
 
@@ -543,8 +559,8 @@ class _Trainer:
       params = self.model.init(init_key)
       # Start inside the stable set (the projection is part of the model).
       if mem.exp.train.stable:
-        params = stability.project_tree(self.cells_tree, params, mem.exp.train.lam,
-                                        self.t.input_bound)
+        params = stability.project_tree(self.projected_tree, params, mem.exp.train.lam,
+                                        self.t.input_bound, self.t.projection)
       with jax.numpy_dtype_promotion("standard"):
         opt = _set_lr(self.tx.init(params), mem.exp.train.lr)
       states.append({

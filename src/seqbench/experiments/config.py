@@ -30,6 +30,8 @@ class ConfigError(ValueError):
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 LR_SCHEDULES = ("none", "plateau", "jsb", "step")
+#: ``seqbench.stability.PROJECTION_SCHEMES`` (a test keeps them equal).
+PROJECTIONS = ("certified", "authors")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,11 @@ class TrainConfig:
       update (Miller & Hardt's projected gradient descent).
     lam: the projection's target contraction factor.
     input_bound: ``||x||_inf`` bound assumed by the LSTM/GRU certificate.
+    projection: ``certified`` (default: :func:`seqbench.stability.project`
+      on every layer, the set whose certified bound is ``lam``) or
+      ``authors`` (what Miller & Hardt's code does: the first layer only, the
+      LSTM's columns rescaled to fixed l1 norms, biases free;
+      :func:`seqbench.stability.authors_normalise`; needs ``lam = 1``).
     eval_ks: after training, also evaluate the best model as the truncated
       model for each k (the truncation study; metric and gap vs k go to
       ``OUT/curves/RUN_ID.json``).
@@ -99,6 +106,7 @@ class TrainConfig:
   stable: bool = False
   lam: float = 1.0
   input_bound: float = 1.0
+  projection: str = "certified"
   eval_ks: tuple = ()
   max_steps_per_epoch: int = 0
   max_eval_batches: int = 0
@@ -125,6 +133,12 @@ class TrainConfig:
       raise ConfigError(f"train.lr must be > 0, got {self.lr}")
     if not self.lam > 0:
       raise ConfigError(f"train.lam must be > 0, got {self.lam}")
+    if self.projection not in PROJECTIONS:
+      raise ConfigError(f"train.projection must be one of {', '.join(PROJECTIONS)}, "
+                        f"got {self.projection!r}")
+    if self.projection == "authors" and self.lam != 1.0:
+      raise ConfigError("train.projection='authors' has the authors' fixed constants: "
+                        f"it needs train.lam=1, got {self.lam}")
     if any((not isinstance(k, int)) or k < 1 for k in self.eval_ks):
       raise ConfigError(f"train.eval_ks must be positive integers, got {self.eval_ks}")
 
