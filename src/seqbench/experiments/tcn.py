@@ -62,7 +62,8 @@ _TASKS = {
         train=TrainConfig(optimizer="adam", lr=2e-3, clip=1.0, epochs=10, batch_size=32,
                           eval_batch_size=100),
         cost_cpu="~1-3 h (1,563 steps/epoch x 10 epochs, T=600)", cost_gpu="~5 min",
-        notes="epochs 10, batch 32, Adam 2e-3 (add_test defaults, UNVERIFIED); clip 1.",
+        notes=("Adam 2e-3 (the paper's default optimiser; add_test's own default lr is 4e-3, "
+               "anchors.md); epochs 10, batch 32 (add_test defaults, UNVERIFIED); clip 1."),
     ),
     "copy": dict(
         options={"delay": 1000},
