@@ -256,6 +256,10 @@ def test_next_lr_rules():
   assert train_lib.next_lr("jsb", 1e-2, j, 11, hist + [5.7], improved=True) == 1e-2
   assert train_lib.next_lr("jsb", 1e-2, j, 11, hist + [6.1], improved=False) == pytest.approx(1e-3)
   assert train_lib.next_lr("jsb", 1e-2, j, 5, hist[:4] + [9.5], improved=False) == 1e-2
+  # word_cnn's window of 5: 6.1 exceeds the max of the last 3 (6.0), not of the last 5 (6.2).
+  w5 = TrainConfig(lr_decay=2.0, lr_decay_after=5, lr_decay_window=5)
+  assert train_lib.next_lr("jsb", 4.0, w5, 12, hist + [6.1], improved=False) == 4.0
+  assert train_lib.next_lr("jsb", 4.0, j, 12, hist + [6.1], improved=False) == pytest.approx(4e-1)
   s = TrainConfig(lr_decay=10.0, lr_step_epochs=10)
   assert train_lib.next_lr("step", 1.0, s, 10, [], False) == pytest.approx(0.1)
   assert train_lib.next_lr("step", 1.0, s, 9, [], False) == 1.0

@@ -195,7 +195,7 @@ IMPLEMENTATION_FIELDS = ("conv_impl", "checkpoint_seconds")
 
 #: ``seqbench.train.FIELDS_ADDED_LATER`` (a test keeps the two equal): a row
 #: written before such a setting existed ran with its default.
-FIELDS_ADDED_LATER = {"projection": "certified"}
+FIELDS_ADDED_LATER = {"projection": "certified", "lr_decay_window": 3}
 
 
 def _group_config(row: Mapping[str, Any]) -> dict:

@@ -184,7 +184,7 @@ _HASHED_AT_DEFAULT = {"eval_ks": ()}
 #: the default they are left out of a run's identity (so those runs keep their
 #: ids), and rows written before they existed read as having the default
 #: (``seqbench.report`` keeps an equal copy).
-FIELDS_ADDED_LATER = {"projection": "certified"}
+FIELDS_ADDED_LATER = {"projection": "certified", "lr_decay_window": 3}
 
 
 def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
@@ -357,9 +357,11 @@ def next_lr(rule: str, lr: float, t: TrainConfig, epoch: int, valid_losses: Sequ
   if rule == "plateau":
     return lr if improved else lr / t.lr_decay
   if rule == "jsb":
-    # Authors' poly_music fork: if ep > 10 and vloss > max(vloss_list[-3:]): lr /= 10
+    # TCN poly_music (and the authors' fork of it): if ep > 10 and vloss >
+    # max(vloss_list[-3:]): lr /= 10; word_cnn compares with the last 5.
     prev = valid_losses[:-1]
-    if epoch > t.lr_decay_after and len(prev) >= 1 and valid_losses[-1] > max(prev[-3:]):
+    if (epoch > t.lr_decay_after and len(prev) >= 1
+        and valid_losses[-1] > max(prev[-t.lr_decay_window:])):
       return lr / t.lr_decay
     return lr
   if rule == "step":

@@ -65,6 +65,8 @@ class TrainConfig:
     lr_decay: the divisor of the schedule.
     lr_step_epochs: period of the ``step`` schedule.
     lr_decay_after: first epoch at which the ``jsb`` rule may fire.
+    lr_decay_window: how many previous epochs the ``jsb`` rule compares with
+      (3 in ``poly_music``; TCN ``word_cnn`` uses 5).
     stable: project every recurrent layer onto the stable set after every
       update (Miller & Hardt's projected gradient descent).
     lam: the projection's target contraction factor.
@@ -103,6 +105,7 @@ class TrainConfig:
   lr_decay: float = 4.0
   lr_step_epochs: int = 10
   lr_decay_after: int = 10
+  lr_decay_window: int = 3
   stable: bool = False
   lam: float = 1.0
   input_bound: float = 1.0
@@ -126,7 +129,8 @@ class TrainConfig:
     if self.lr_schedule not in LR_SCHEDULES:
       raise ConfigError(f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                         f"got {self.lr_schedule!r}")
-    for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "length_multiple"):
+    for name in ("epochs", "batch_size", "eval_batch_size", "bptt", "length_multiple",
+                 "lr_decay_window"):
       if getattr(self, name) < 1:
         raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
     if not self.lr > 0:
