@@ -201,3 +201,30 @@ def test_config_is_hashable_and_frozen():
   hash(cfg)
   with pytest.raises(dataclasses.FrozenInstanceError):
     cfg.hidden_size = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("backbone", ["rnn", "lstm"])
+def test_mh_poly_music_init(backbone):
+  """The authors' init_weights: bias[n/4:n/2] of both PyTorch bias vectors = 10; head U(±0.1), 0."""
+  model = _model(backbone=backbone, layers=2, hidden_size=8, init_scheme="mh_poly_music")
+  plain = _model(backbone=backbone, layers=2, hidden_size=8)
+  params, ref = model.init(KEY), plain.init(KEY)
+  for layer, ref_layer in zip(params["backbone"], ref["backbone"]):
+    n = layer["bias"].shape[0]
+    np.testing.assert_array_equal(layer["bias"][n // 4:n // 2], 20.0)
+    np.testing.assert_array_equal(layer["bias"][:n // 4], ref_layer["bias"][:n // 4])
+    np.testing.assert_array_equal(layer["bias"][n // 2:], ref_layer["bias"][n // 2:])
+    np.testing.assert_array_equal(layer["recurrent_kernel"], ref_layer["recurrent_kernel"])
+  assert float(jnp.max(jnp.abs(params["head"]["w"]))) <= 0.1
+  np.testing.assert_array_equal(params["head"]["b"], 0.0)
+  if backbone == "rnn":
+    # A quarter of the units start (and, with small weights, stay) saturated.
+    ys, _ = model.features(params, jax.random.normal(KEY, (1, 5, 3)))
+    np.testing.assert_allclose(ys[..., 2:4], 1.0, atol=1e-6)
+
+
+def test_init_scheme_is_checked():
+  with pytest.raises(ValueError, match="unknown init_scheme"):
+    _model(init_scheme="xavier")
+  with pytest.raises(ValueError, match="defined for the RNN and LSTM"):
+    _model(backbone="gru", init_scheme="mh_poly_music")

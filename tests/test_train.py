@@ -127,9 +127,14 @@ def test_projection_setting_is_checked_and_keeps_old_run_ids():
     train_lib.resolve("mh-jsb-lstm-stable", {"train.projection": "authors", "train.lam": 0.9})
   base = train_lib.resolve("mh-jsb-lstm-stable")
   authors = train_lib.resolve("mh-jsb-lstm-stable", {"train.projection": "authors"})
-  # Pinned: the committed stable LSTM run (benchmarks/results/cpu/repro) keeps its id.
-  assert train_lib.run_id(base, 0) == "76d30792a707fa97"
   assert train_lib.run_id(authors, 0) != train_lib.run_id(base, 0)
+  # Pinned: committed runs made before projection, lr_decay_window and
+  # init_scheme existed keep their ids (the stable LSTM with PyTorch's init, in
+  # benchmarks/results/cpu/repro; a study (b) point in .../trunc-train).
+  old = train_lib.resolve("mh-jsb-lstm-stable", {"model.init_scheme": "pytorch"})
+  assert train_lib.run_id(old, 0) == "76d30792a707fa97"
+  assert train_lib.run_id(train_lib.resolve("trunc-train-jsb-rnn-stable-k8"), 0) == (
+      "e9113510a31b4390")
   from seqbench import report  # pylint: disable=g-import-not-at-top
   from seqbench.experiments import config  # pylint: disable=g-import-not-at-top
   assert report.FIELDS_ADDED_LATER == train_lib.FIELDS_ADDED_LATER
@@ -304,4 +309,5 @@ def test_run_identity_ignores_bookkeeping_and_is_stable():
   assert train_lib.run_id(trained_differently, 0) != train_lib.run_id(base, 0)
   # Pinned: the id of a committed run (benchmarks/results/cpu/repro). A change
   # here renames every finished run, so that resumed sweeps would redo them.
-  assert train_lib.run_id(base, 0) == "321d0b633c0e4238"
+  pytorch_init = train_lib.resolve("mh-jsb-rnn-unstable", {"model.init_scheme": "pytorch"})
+  assert train_lib.run_id(pytorch_init, 0) == "321d0b633c0e4238"

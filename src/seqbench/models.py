@@ -92,6 +92,17 @@ INPUT_KINDS = ("embed", "linear", "identity", "scalar", "onehot")
 READOUTS = ("all", "last")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 
+#: ``init_scheme``: ``"pytorch"`` (PyTorch's defaults; the head of an
+#: ``embed`` model U(-0.1, 0.1) with zero bias, as pytorch/examples' word LM);
+#: ``"mh_poly_music"`` (``init_weights`` of Miller & Hardt's ``TCN/poly_music``
+#: fork: the head U(-0.1, 0.1) with zero bias, and the second quarter of each of
+#: PyTorch's two recurrent bias vectors filled with 10, which is +20 on
+#: ``bias[n/4:n/2]`` here -- the forget gate of an LSTM; a quarter of a tanh-RNN's
+#: units, which then sit saturated at 1).
+INIT_SCHEMES = ("pytorch", "mh_poly_music")
+#: What ``mh_poly_music`` puts in each PyTorch bias vector's second quarter.
+_MH_POLY_MUSIC_BIAS = 10.0
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -114,6 +125,7 @@ class ModelConfig:
     dropout: between/after recurrent layers; inside TCN blocks.
     embed_dropout: on the input layer's output (None = ``dropout``).
     forget_bias: LSTM forget-gate bias added at init.
+    init_scheme: one of :data:`INIT_SCHEMES`.
     tie_weights: use the embedding table as the head (needs
       ``embed_size == hidden_size``).
     levels, kernel_size, stacks, conv_impl: conv-net shape (TCN, WaveNet).
@@ -140,6 +152,7 @@ class ModelConfig:
   stacks: int = 1
   conv_impl: str = convnets.DEFAULT_CONV_IMPL
   dtype: str = "float32"
+  init_scheme: str = "pytorch"
 
   def __post_init__(self):
     if self.backbone not in CELLS and self.backbone not in CONVNETS:
@@ -153,6 +166,11 @@ class ModelConfig:
       raise ValueError(f"unknown readout {self.readout!r}; choose from {READOUTS}")
     if self.dtype not in DTYPES:
       raise ValueError(f"unknown dtype {self.dtype!r}; choose from {list(DTYPES)}")
+    if self.init_scheme not in INIT_SCHEMES:
+      raise ValueError(f"unknown init_scheme {self.init_scheme!r}; choose from {INIT_SCHEMES}")
+    if self.init_scheme == "mh_poly_music" and self.backbone not in ("rnn", "rnn_relu", "lstm"):
+      raise ValueError("init_scheme='mh_poly_music' is defined for the RNN and LSTM "
+                       f"(one bias vector), not {self.backbone!r}")
     if self.executor == "truncated" and self.is_recurrent and self.k < 1:
       raise ValueError("executor='truncated' needs a window k >= 1")
     for name in ("hidden_size", "layers"):
@@ -278,15 +296,19 @@ class Model:
       keys = jax.random.split(k_bb, c.layers)
       backbone = []
       for cell, k in zip(self.cells, keys):
-        backbone.append(cell.init(k, width))
+        p = cell.init(k, width)
+        if c.init_scheme == "mh_poly_music":
+          n = p["bias"].shape[-1]
+          p = {**p, "bias": p["bias"].at[n // 4:n // 2].set(2 * _MH_POLY_MUSIC_BIAS)}
+        backbone.append(p)
         width = cell.hidden_size
     else:
       backbone = self.convnet.init(k_bb, width, dt)
       width = c.hidden_size
     if c.tie_weights:
       head = {"b": jnp.zeros((c.output_size,), dt)}
-    elif c.input_kind == "embed":
-      # pytorch/examples word LM: decoder U(-0.1, 0.1), zero bias.
+    elif c.input_kind == "embed" or c.init_scheme == "mh_poly_music":
+      # pytorch/examples word LM and the authors' poly_music: decoder U(-0.1, 0.1), zero bias.
       head = _linear_init(k_head, width, c.output_size, dt, bound=0.1, zero_bias=True)
     else:
       head = _linear_init(k_head, width, c.output_size, dt)
@@ -407,5 +429,5 @@ class Model:
     return int(sum(a.size for a in jax.tree_util.tree_leaves(params)))
 
 
-__all__ = ["ModelConfig", "Model", "CELLS", "CONVNETS", "EXECUTORS", "INPUT_KINDS",
+__all__ = ["ModelConfig", "Model", "CELLS", "CONVNETS", "EXECUTORS", "INPUT_KINDS", "INIT_SCHEMES",
            "READOUTS", "dropout"]

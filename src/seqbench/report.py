@@ -195,15 +195,18 @@ IMPLEMENTATION_FIELDS = ("conv_impl", "checkpoint_seconds")
 
 #: ``seqbench.train.FIELDS_ADDED_LATER`` (a test keeps the two equal): a row
 #: written before such a setting existed ran with its default.
-FIELDS_ADDED_LATER = {"projection": "certified", "lr_decay_window": 3}
+FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3},
+                      "model": {"init_scheme": "pytorch"}}
 
 
 def _group_config(row: Mapping[str, Any]) -> dict:
   cfg = dict(row.get("config") or {})
   cfg.pop("vmap_group_size", None)
+  for section, defaults in FIELDS_ADDED_LATER.items():
+    if isinstance(cfg.get(section), Mapping):
+      cfg[section] = {**defaults, **cfg[section]}
   if isinstance(cfg.get("train"), Mapping):
-    cfg["train"] = {**FIELDS_ADDED_LATER,
-                    **{k: v for k, v in cfg["train"].items() if k not in BOOKKEEPING_FIELDS}}
+    cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in BOOKKEEPING_FIELDS}
   return _canon(cfg)
 
 

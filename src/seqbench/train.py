@@ -184,7 +184,8 @@ _HASHED_AT_DEFAULT = {"eval_ks": ()}
 #: the default they are left out of a run's identity (so those runs keep their
 #: ids), and rows written before they existed read as having the default
 #: (``seqbench.report`` keeps an equal copy).
-FIELDS_ADDED_LATER = {"projection": "certified", "lr_decay_window": 3}
+FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3},
+                      "model": {"init_scheme": "pytorch"}}
 
 
 def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
@@ -195,8 +196,10 @@ def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
   """
   config = exp.resolved_dict()
   config["train"] = {k: _HASHED_AT_DEFAULT.get(k, v) for k, v in config["train"].items()
-                     if (k not in BOOKKEEPING_FIELDS or k in _HASHED_AT_DEFAULT)
-                     and not (k in FIELDS_ADDED_LATER and v == FIELDS_ADDED_LATER[k])}
+                     if k not in BOOKKEEPING_FIELDS or k in _HASHED_AT_DEFAULT}
+  for section, defaults in FIELDS_ADDED_LATER.items():
+    config[section] = {k: v for k, v in config[section].items()
+                       if not (k in defaults and v == defaults[k])}
   blob = json.dumps({"experiment": exp.name, "config": config, "seed": int(seed),
                      "smoke": bool(smoke)}, sort_keys=True, default=str)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]

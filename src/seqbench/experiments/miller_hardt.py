@@ -36,10 +36,13 @@ the forget bias capped -- see ``seqbench.stability``. What the authors' code
 did instead -- the first layer only, each LSTM gate block's columns rescaled to
 exactly those l1 norms (small ones scaled up), biases free -- is
 ``--set train.projection=authors`` (``stability.authors_normalise``); its
-certified bound is generally above 1. Their JSB/MNIST code also initialised
-the forget-gate chunk of both PyTorch bias vectors to +10 (paper.md §2); the
-LSTM rows here keep ``forget_bias = 0`` (``--set model.forget_bias=20`` for
-theirs; the certified projection caps it). The first layer's inputs are clipped to
+certified bound is generally above 1. The JSB rows initialise as the authors' ``poly_music``
+``model.py`` does (``init_scheme="mh_poly_music"``, since 2026-11-27): the head
+U(-0.1, 0.1) with zero bias, and ``bias[n/4:n/2]`` of each recurrent bias
+vector filled with 10 -- +20 in all: an LSTM's forget gate starts at 1 (the
+certified projection then caps its bias; ``projection=authors`` leaves it), and
+a quarter of a tanh-RNN's units sit saturated at 1 (paper.md §2 and their
+code). Earlier JSB runs used PyTorch's init; the study grids keep it. The first layer's inputs are clipped to
 ``[-1, 1]`` (the authors clip word embeddings), so the LSTM certificate
 (``input_bound = 1``) holds. The clip is applied to the unstable variants too,
 so that a stable/unstable pair differs only in the projection and can train
@@ -134,7 +137,8 @@ def jsb(backbone: str, stable: bool) -> Experiment:
              f"{'stable' if stable else 'unstable'} (test frame NLL)"),
       task="jsb",
       model=ModelConfig(backbone=backbone, input_kind="linear", input_size=88, output_size=88,
-                        embed_size=88, hidden_size=256, layers=1, input_clip=True),
+                        embed_size=88, hidden_size=256, layers=1, input_clip=True,
+                        init_scheme="mh_poly_music"),
       train=TrainConfig(optimizer="sgd", lr=1e-2, clip=1.0, loss_reduction="sum", epochs=100,
                         batch_size=1,
                         eval_batch_size=16, lr_schedule="jsb", lr_decay=10.0,
