@@ -250,6 +250,12 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
               "empirical_contraction", "diverged"):
     assert rows[0][key] == ref[key], key
   assert rows[0]["epochs"] == epochs
+  # The row names both processes: the first from the start, the second from the checkpoint.
+  first, second = rows[0]["sessions"]
+  assert (first["epoch"], first["step_in_epoch"]) == (0, 0)
+  assert (second["epoch"], second["step_in_epoch"]) > (0, 0)
+  assert second["git_sha"] == rows[0]["git_sha"] and second["device_kind"] == "cpu"
+  assert [(e["epoch"], e["step_in_epoch"]) for e in ref["sessions"]] == [(0, 0)]
 
 
 def test_next_lr_rules():

@@ -92,6 +92,11 @@ from seqbench.models import Model, ModelConfig
 #:   ``stability.empirical_contraction`` on test sequences; both null for conv
 #:   nets, and the certified bound is null too where it is infinite (an LSTM
 #:   whose forget gate can saturate at 1 in float32).
+#: * ``sessions``: one entry per process that trained the run (the first, then
+#:   every resume after a kill): ``epoch`` and ``step_in_epoch`` where it
+#:   started, its ``git_sha``/``git_dirty`` and ``device_kind`` -- a run resumed
+#:   under other code says so. (A checkpoint written before this field existed
+#:   lists only the sessions since; the first then starts past epoch 0.)
 #: * ``config``: the resolved experiment (task, task_options, model, train)
 #:   plus ``smoke`` and ``vmap_group_size``; ``run_id``: hash of name +
 #:   resolved config + seed (+ smoke), the same for a vmapped and a separate run.
@@ -99,7 +104,7 @@ RESULT_KEYS = ("experiment", "task", "model", "executor", "k", "stable", "lam", 
                "metric_name", "valid_metric", "test_metric", "epochs", "steps", "wall_s",
                "tokens_per_s", "diverged", "diverged_step", "certified_bound",
                "empirical_contraction", "config", "git_sha", "git_dirty", "versions",
-               "device_kind", "device_count", "dtype", "run_id")
+               "device_kind", "device_count", "dtype", "sessions", "run_id")
 
 RESULTS_FILE = "results.jsonl"
 _LOG_EVERY = 20  # steps between host syncs (progress bar, divergence check)
@@ -719,6 +724,9 @@ class _Trainer:
       (state, best_params), meta = _load_checkpoint(ckpt_path, (state, best_params))
       self.log(f"resuming {self.exp.name} from epoch {meta['epoch']} "
                f"step {meta['step_in_epoch']} ({ckpt_path})")
+    meta.setdefault("sessions", []).append({
+        "epoch": meta["epoch"], "step_in_epoch": meta["step_in_epoch"], **git_state(),
+        "device_kind": jax.devices()[0].device_kind})
     wall_before = meta["wall_s"]
 
     def save():
@@ -902,7 +910,7 @@ class _Trainer:
           "git_sha": md.get("git_sha"), "git_dirty": md.get("git_dirty"),
           "versions": md.get("versions"), "device_kind": md.get("device_kind"),
           "device_count": md.get("device_count"), "dtype": md.get("dtype"),
-          "run_id": mem.run_id,
+          "sessions": meta["sessions"], "run_id": mem.run_id,
       }
       assert tuple(row) == RESULT_KEYS
       write_atomic(os.path.join(self.out_dir, "curves", f"{mem.run_id}.json"), json.dumps(
