@@ -347,3 +347,36 @@ def test_trained_truncated_reference_prefers_the_scan_group_with_most_seeds():
   twin = dict(scan[0], experiment="a-twin", run_id="twin-0", test_metric=20.0)
   (f,) = report.training_truncation(report.summarize(rows + [twin]))
   assert f["reference"]["experiment"] == "mh-jsb-rnn-stable" and f["reference"]["n"] == 2
+
+
+def test_last_epochs_test_is_bai_et_al_protocol(tmp_path):
+  name = "tcn-jsb-tcn"
+  cfg = {**EXPERIMENTS[name].resolved_dict(), "smoke": False}
+  tests = {0: [9.0, 8.3, 8.2, 8.1], 1: [9.0, 8.0, 8.1, 8.2]}
+  rows = [_row(name, s, 8.15, metric="frame_nll", config=cfg) for s in tests]
+  curves = [{"run_id": r["run_id"], "seed": r["seed"], "history": [
+      {"epoch": e + 1, "valid_metric": 9.0, "test_metric": v} for e, v in enumerate(tests[s])]}
+            for s, r in zip(tests, rows)]
+  _write(tmp_path, rows, curves)
+  (g,) = report.summarize(report.merge([str(tmp_path)]))
+  e = report.last_epochs_test(g)
+  per_run = [statistics.mean(tests[0][-3:]), statistics.mean(tests[1][-3:])]
+  assert e["n"] == 2 and e["mean"] == pytest.approx(statistics.mean(per_run))
+  assert e["std"] == pytest.approx(statistics.stdev(per_run))
+  assert e["match"] == report.matches(e["mean"], 8.10, "frame_nll")
+  md = report.render_markdown([g], n_rows=2, dirs=[str(tmp_path)])
+  assert "## Test metric of the last 3 epochs" in md
+  assert report._mean_std_cell(e["mean"], e["std"]) in md
+  # Runs that did not log it get no such section.
+  _write(tmp_path / "plain", rows, [])
+  (g2,) = report.summarize(report.merge([str(tmp_path / "plain")]))
+  assert report.last_epochs_test(g2) is None
+  assert "last 3 epochs" not in report.render_markdown([g2], n_rows=2, dirs=["d"])
+
+
+def test_per_epoch_test_is_logging_only():
+  from seqbench import train  # pylint: disable=g-import-not-at-top
+  base = train.resolve("tcn-jsb-tcn")
+  assert base.train.test_every_epoch
+  off = train.resolve("tcn-jsb-tcn", {"train.test_every_epoch": False})
+  assert train.run_id(off, 0) == train.run_id(base, 0)

@@ -141,6 +141,18 @@ def test_projection_setting_is_checked_and_keeps_old_run_ids():
   assert config.PROJECTIONS == stability.PROJECTION_SCHEMES
 
 
+def test_test_every_epoch_logs_without_changing_the_run(tmp_path):
+  plain = _run("tcn-adding-rnn", tmp_path / "a", **TINY, **{"train.epochs": 2})
+  logged = _run("tcn-adding-rnn", tmp_path / "b", **TINY,
+                **{"train.epochs": 2, "train.test_every_epoch": True})
+  assert logged["run_id"] == plain["run_id"] and logged["test_metric"] == plain["test_metric"]
+  hist = json.loads((tmp_path / "b" / "curves" / f"{logged['run_id']}.json").read_text())
+  tests = [e["test_metric"] for e in hist["history"]]
+  assert len(tests) == 2 and all(np.isfinite(tests))
+  # adding has no valid split: its reported test metric is the final params', the last entry.
+  assert tests[-1] == pytest.approx(logged["test_metric"], rel=1e-6)
+
+
 def test_divergence_is_recorded_and_ends_cleanly(tmp_path):
   row = _run("tcn-adding-rnn", tmp_path, **TINY, **{"train.optimizer": "sgd",
                                                    "train.lr": 1e30, "train.clip": 0.0,

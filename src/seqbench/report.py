@@ -184,7 +184,7 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict:
 
 #: Train settings that only change what a run logs (``seqbench.train.BOOKKEEPING_FIELDS``;
 #: a test keeps the two equal): runs that differ in them are the same variant.
-BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every")
+BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every", "test_every_epoch")
 
 #: Overrides that change how a number is computed, not which number: a run
 #: with only these keeps its verdict (``conv_impl``: every form computes the
@@ -390,6 +390,37 @@ def truncation_table(g: Group) -> list[dict]:
   return out
 
 
+#: Epochs averaged by :func:`last_epochs_test`.
+LAST_EPOCHS = 3
+
+
+def last_epochs_test(g: Group, n: int = LAST_EPOCHS) -> Optional[dict]:
+  """Bai et al.'s number: each run's test metric averaged over its last ``n`` epochs.
+
+  The TCN paper reports the mean test loss of the last 3 epochs (its
+  authors, locuslab/TCN issue #40; ``anchors.md``), not the best-valid
+  model's. Runs log a per-epoch test metric with ``train.test_every_epoch``.
+
+  Returns:
+    ``mean``, ``std`` (over seeds), ``n`` and ``match`` (the verdict against
+    the published number), or None when no run of the group logged it.
+  """
+  vals = []
+  for r in g.rows:
+    if r.get("diverged") or r.get("test_metric") is None:
+      continue
+    hist = (read_curves(r) or {}).get("history") or []
+    tests = [e.get("test_metric") for e in hist[-n:]]
+    if len(tests) == n and all(v is not None for v in tests):
+      vals.append(sum(tests) / n)
+  if not vals:
+    return None
+  mean, std = mean_std(vals)
+  match = g.match if g.match in (None, NOT_COMPARED) or g.diverged else matches(
+      mean, g.published, g.metric_name)
+  return {"mean": mean, "std": std, "n": len(vals), "match": match}
+
+
 def _family_key(row: Mapping[str, Any]) -> str:
   """A row's configuration without the executor and k (what study (b) varies)."""
   cfg = _group_config(row)
@@ -523,6 +554,16 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
             row(["---"] * 5)]
     out += [row([e["k"], fmt(e["test_metric"]), fmt(e["gap_mean"]), fmt(e["gap_max"]), e["n"]])
             for e in tt]
+  last = [(g, last_epochs_test(g)) for g in groups]
+  last = [(g, e) for g, e in last if e]
+  if last:
+    out += ["", f"## Test metric of the last {LAST_EPOCHS} epochs (Bai et al.'s protocol)", "",
+            f"Each run's test metric averaged over its last {LAST_EPOCHS} epochs, then mean ± "
+            "std over seeds; the main table has the best-valid model's.", "",
+            row(["experiment", "variant", "ours (mean ± std)", "n", "published", "match"]),
+            row(["---"] * 6)]
+    out += [row([g.experiment, g.variant or "", _mean_std_cell(e["mean"], e["std"]), e["n"],
+                 fmt(g.published), e["match"] or "–"]) for g, e in last]
   for f in training_truncation(groups):
     out += ["", f"## Trained as truncated(k): {_family_title(f)}", "",
             row(["k", f"test {f['metric_name']} (mean ± std)", "n", "per seed", "experiment"]),

@@ -182,7 +182,7 @@ def read_results(out_dir: str) -> list[dict]:
 #: the start and taking it out would rename every existing run.) Consequence:
 #: adding ``eval_ks`` to a finished run does not redo it -- run the
 #: ``trunc-eval-*`` experiments, whose names differ.
-BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every")
+BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every", "test_every_epoch")
 _HASHED_AT_DEFAULT = {"eval_ks": ()}
 
 #: Train settings added after runs were committed, with their defaults: at
@@ -807,6 +807,7 @@ class _Trainer:
       # Validation, lr rule, best params.
       valid = self.evaluate(state["params"], self.data.valid_split) \
           if self.data.valid_split else [None] * self.m
+      test_now = self.evaluate(state["params"], "test") if t.test_every_epoch else None
       improved_any = []
       for i in range(self.m):
         mean_loss = meta["epoch_loss"][i] / max(meta["epoch_batches"], 1)
@@ -830,6 +831,8 @@ class _Trainer:
         entry = {"epoch": epoch + 1, "train_loss": mean_loss if alive[i] else None,
                  "valid_metric": v, "lr": meta["lr"][i],
                  "wall_s": wall_before + time.monotonic() - start_wall}
+        if test_now is not None and alive[i]:
+          entry["test_metric"] = test_now[i]
         if self.model.config.is_recurrent and alive[i]:
           # Stability over training (does a nominally unstable model stay in
           # the stable regime on data?): the certified bound every epoch, the

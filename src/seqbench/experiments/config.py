@@ -79,6 +79,10 @@ class TrainConfig:
     eval_ks: after training, also evaluate the best model as the truncated
       model for each k (the truncation study; metric and gap vs k go to
       ``OUT/curves/RUN_ID.json``).
+    test_every_epoch: also evaluate the current parameters on test after
+      every epoch, into the per-epoch history (Bai et al. report the mean test
+      loss of the last 3 epochs; the report shows it beside the best-valid
+      number). Logging only: not part of a run's identity.
     max_steps_per_epoch: cap on optimizer steps per epoch (0 = no cap).
     max_eval_batches: cap on batches per evaluation (0 = no cap).
     contraction_batches: test batches used for ``empirical_contraction``
@@ -111,6 +115,7 @@ class TrainConfig:
   input_bound: float = 1.0
   projection: str = "certified"
   eval_ks: tuple = ()
+  test_every_epoch: bool = False
   max_steps_per_epoch: int = 0
   max_eval_batches: int = 0
   contraction_batches: int = 1
