@@ -52,6 +52,20 @@ def test_shards_partition_the_grid(n):
   assert shards == [sweep.shard(sweep.build_grid(["tcn-*"], 3), i, n) for i in range(n)]
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_vmap_shards_keep_each_group_on_one_host(n):
+  grid = sweep.build_grid(["mh-jsb-*", "tcn-jsb-*"], 3)
+  groups = sweep.vmap_groups(grid, vmap=True)
+  shards = [sweep.shard(grid, i, n, vmap=True) for i in range(n)]
+  ids = [p.run_id for s in shards for p in s]
+  assert sorted(ids) == sorted(p.run_id for p in grid) and len(ids) == len(set(ids))
+  where = {p.run_id: i for i, s in enumerate(shards) for p in s}
+  for g in groups:
+    assert len({where[p.run_id] for p in g}) == 1  # no group is split across hosts
+  assert shards == [sweep.shard(sweep.build_grid(["mh-jsb-*", "tcn-jsb-*"], 3), i, n, vmap=True)
+                    for i in range(n)]
+
+
 def test_vmap_groups_join_variants_that_share_shapes():
   # (The λ grid keeps PyTorch's init: the same override puts the Table 1 rows on it.)
   grid = sweep.build_grid(["mh-jsb-rnn-*", "mh-jsb-lstm-unstable", "lam-jsb-rnn"], 2,

@@ -132,14 +132,21 @@ def parse_shard(text: str) -> tuple[int, int]:
   return i, n
 
 
-def shard(points: Sequence[GridPoint], i: int, n: int) -> list[GridPoint]:
-  """The points of shard ``i`` of ``n``: grid index ``i`` modulo ``n`` (round robin).
+def shard(points: Sequence[GridPoint], i: int, n: int, vmap: bool = False,
+          smoke: bool = False) -> list[GridPoint]:
+  """The points of shard ``i`` of ``n``, round robin.
 
+  Without ``vmap``: grid index ``i`` modulo ``n``. With it, whole
+  :func:`vmap_groups` are dealt out instead (group ``i``, ``i + n``, ...), so
+  that the seeds and variants one program trains together stay on one host.
   Round robin balances the shards when costs grow along the grid (e.g. the k
   of a truncation grid), and the shards partition the grid for every ``n``.
   """
   if not 0 <= i < n:
     raise ConfigError(f"--shard expects I/N with 0 <= I < N, got {i}/{n}")
+  if vmap:
+    groups = vmap_groups(points, vmap=True, smoke=smoke)
+    return sorted((p for g in groups[i::n] for p in g), key=lambda p: p.index)
   return [p for p in points if p.index % n == i]
 
 
@@ -239,7 +246,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="output directory (results.jsonl, curves/)")
   p.add_argument("--smoke", action="store_true", help="< 1 minute per run")
   p.add_argument("--shard", default="0/1", metavar="I/N",
-                 help="run only grid points with index = I mod N (0 <= I < N)")
+                 help=("run only grid points with index = I mod N (0 <= I < N); with --vmap, "
+                       "only the vmap groups with index = I mod N"))
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config field in every run (as seqbench train)")
   p.add_argument("--vmap", action="store_true",
@@ -261,7 +269,8 @@ def sweep_main(argv=None) -> int:
     args = _parser().parse_args(argv)
     overrides = parse_set_args(args.set)
     i, n = parse_shard(args.shard)
-    points = shard(build_grid(args.patterns, args.seeds, overrides, args.smoke), i, n)
+    points = shard(build_grid(args.patterns, args.seeds, overrides, args.smoke), i, n,
+                   vmap=args.vmap, smoke=args.smoke)
   except ConfigError as e:
     print(f"seqbench sweep: {e}", file=sys.stderr)
     return 2
