@@ -51,6 +51,9 @@ def test_mean_std_recomputed_from_rows():
   md = report.render_markdown([g], n_rows=4, dirs=["d"])
   assert f"{report.fmt(g.mean)} ± {report.fmt(g.std)}" in md
   assert "3 (+1 diverged)" in md
+  # A seed that finished without a test metric (not diverged) is said too, not dropped silently.
+  (gm,) = report.summarize(rows + [_row("mh-wikitext2-lstm-unstable", 4, None)])
+  assert gm.n == 3 and report.n_cell(gm) == "3 (+1 diverged) (+1 without a test metric)"
   assert report.fmt(g.published) in md
   # One seed: no std.
   (g1,) = report.summarize(rows[:1])

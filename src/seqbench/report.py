@@ -365,7 +365,10 @@ def ours_cell(g: Group, pm: str = "±") -> str:
 
 
 def n_cell(g: Group) -> str:
-  return f"{g.n}" + (f" (+{g.diverged} diverged)" if g.diverged else "")
+  # Seeds left out of the mean: diverged ones, and any that finished without a test metric.
+  missing = len(g.rows) - g.n - g.diverged
+  return (f"{g.n}" + (f" (+{g.diverged} diverged)" if g.diverged else "")
+          + (f" (+{missing} without a test metric)" if missing else ""))
 
 
 def truncation_table(g: Group) -> list[dict]:
