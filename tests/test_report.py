@@ -370,6 +370,9 @@ def test_last_epochs_test_is_bai_et_al_protocol(tmp_path):
   md = report.render_markdown([g], n_rows=2, dirs=[str(tmp_path)])
   assert "## Test metric of the last 3 epochs" in md
   assert report._mean_std_cell(e["mean"], e["std"]) in md
+  tex = report.render_latex([g], n_rows=2, dirs=[str(tmp_path)])
+  assert "test, last 3 epochs" in tex
+  assert report._mean_std_cell(e["mean"], e["std"]).replace("±", r"$\pm$") in tex
   # Runs that did not log it get no such section.
   _write(tmp_path / "plain", rows, [])
   (g2,) = report.summarize(report.merge([str(tmp_path / "plain")]))

@@ -618,6 +618,19 @@ def render_latex(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]) -
     out += [r"\bottomrule", r"\end{tabular}",
             r"\caption{Truncation: " + tex_escape(g.experiment) +
             (f" ({tex_escape(g.variant)})" if g.variant else "") + "}", r"\end{table}"]
+  last = [(g, e) for g, e in ((g, last_epochs_test(g)) for g in groups) if e]
+  if last:
+    out += ["", r"\begin{table}[t]", r"\centering", r"\begin{tabular}{llrrl}", r"\toprule",
+            r"experiment & variant & test, last " + str(LAST_EPOCHS) + r" epochs & n & match \\",
+            r"\midrule"]
+    out += [" & ".join([tex_escape(g.experiment), tex_escape(g.variant or ""),
+                        tex_escape(_mean_std_cell(e["mean"], e["std"])).replace("±", r"$\pm$"),
+                        str(e["n"]), tex_escape(e["match"] or "–")]) + r" \\"
+            for g, e in last]
+    out += [r"\bottomrule", r"\end{tabular}",
+            r"\caption{Each run's test metric averaged over its last " + str(LAST_EPOCHS)
+            + r" epochs (Bai et al.'s protocol), mean $\pm$ sample std over seeds.}",
+            r"\end{table}"]
   for f in training_truncation(groups):
     pm = lambda m, sd: tex_escape(_mean_std_cell(m, sd)).replace("±", r"$\pm$")
     out += ["", r"\begin{table}[t]", r"\centering", r"\begin{tabular}{rrr}", r"\toprule",
