@@ -185,7 +185,7 @@ def read_results(out_dir: str) -> list[dict]:
 BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every", "test_every_epoch")
 _HASHED_AT_DEFAULT = {"eval_ks": ()}
 
-#: Train settings added after runs were committed, with their defaults: at
+#: Settings (train and model) added after runs were committed, with their defaults: at
 #: the default they are left out of a run's identity (so those runs keep their
 #: ids), and rows written before they existed read as having the default
 #: (``seqbench.report`` keeps an equal copy).
