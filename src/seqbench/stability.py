@@ -236,9 +236,10 @@ class LSTMBudget(NamedTuple):
 def lstm_budget(lam: float, input_bound: float = 1.0) -> LSTMBudget:
   r"""How a target :math:`\lambda` is split between the LSTM's terms.
 
-  Split (it reproduces the authors' constants at ``lam = 1``: forget gate
-  0.6, radii :math:`W_f` 0.16, :math:`W_i, W_o` 0.4, :math:`W_z` 0.1,
-  :math:`U_f` 0.25):
+  Split (at ``lam = 1``: forget gate 0.6, radii :math:`W_f` 0.16,
+  :math:`W_i, W_o` 0.4, :math:`W_z` 0.1, :math:`U_f` 0.25 -- the authors'
+  constants rounded, theirs being 0.155 / 0.395 / 0.099, see
+  :data:`AUTHORS_LSTM_NORMS`):
 
   * :math:`f_\infty = 0.6\lambda`;
   * the other four terms share the rest equally, :math:`t = 0.1\lambda` each:
