@@ -165,9 +165,13 @@ def nottingham(backbone: str, stable: bool) -> Experiment:
       task="nottingham", published=None, published_note="",
       # Measured: 60-step capped runs extrapolated by scripts/estimate_full_run.py
       # (benchmarks/results/cpu/nottingham-throughput).
+      # The 3-seed estimate scales the JSB group of 6 (RNN 32 min, LSTM 92 min for
+      # 13,807 frames per epoch) by Nottingham's 176,561 frames.
       cost_cpu=(("~1.2 h" if backbone == "rnn" else "~1.8 h") + " training per "
                 "stable/unstable pair, one seed, 2 models vmapped (2-core CPU; extrapolated "
-                "from capped runs)"),
+                "from capped runs); 3 seeds vmapped: "
+                + ("~5-7 h" if backbone == "rnn" else "~15-20 h")
+                + " (scaled from the measured JSB group of 6)"),
       cost_gpu="~30 min (estimate; batch 1 is latency bound)",
       group="mh-music",
       notes=("The authors' JSB settings (poly_music, SGD 1e-2, clip 1, batch 1, 100 epochs) "
