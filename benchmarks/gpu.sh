@@ -59,8 +59,11 @@ log "equality checks on the device (executors and conv forms vs reference paths)
 timeout "$(limit 90)" $PY benchmarks/gpu_checks.py 2>&1 | tee "$WORK/gpu_checks.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "equality checks failed"; exit 1; }
 
+# The suites' caps: on an H200 (05d8e37) f32 was still in its T-scaling rows
+# at 200 s and bf16 in its last throughput row at 100 s, so neither reached
+# its accuracy rows or wrote REPORT.md.
 step_f32() {
-  timeout "$(limit 200)" $PY -m seqbench bench --suite full --dtype f32 --out "$WORK/full_f32" 2>&1 \
+  timeout "$(limit 300)" $PY -m seqbench bench --suite full --dtype f32 --out "$WORK/full_f32" 2>&1 \
     | tee "$WORK/full_f32.log" | tail -n 70
 }
 step_svt() {
@@ -76,7 +79,7 @@ step_tcn() {
     --out "$WORK/tcn" 2>&1 | tail -n 14
 }
 step_bf16() {
-  timeout "$(limit 100)" $PY -m seqbench bench --suite full --dtype bf16 --no-scaling --out "$WORK/full_bf16" 2>&1 \
+  timeout "$(limit 160)" $PY -m seqbench bench --suite full --dtype bf16 --no-scaling --out "$WORK/full_bf16" 2>&1 \
     | tee "$WORK/full_bf16.log" | tail -n 45
 }
 step_wikitext2() {
@@ -85,7 +88,7 @@ step_wikitext2() {
     bash benchmarks/gpu_wikitext2.sh "$WORK/wikitext2_pack" 2>&1 | tee "$WORK/wikitext2.log" | tail -n 30
 }
 step_lm() {
-  timeout "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 --eighs default,jacobi \
+  timeout "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 \
     --out "$WORK/lm_step" 2>&1 | tee "$WORK/lm_step.log" | tail -n 20
 }
 step_vmap() {

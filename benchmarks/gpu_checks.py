@@ -59,22 +59,15 @@ def main():
             sb.unroll.truncated(cell, params, xs, 5, chunk_size=7), loop(cell, params, xs, k=5))
       if cell.is_linear:
         check(f"{name} parallel vs scan", sb.unroll.parallel(cell, params, xs), full)
-    # The RNN projection with the batched Jacobi eigh (GPU only) vs JAX's
-    # default, on a vmapped batch of 200x200 matrices with sigma_max >> 1.
+    # The RNN projection on the device, on a vmapped batch of 200x200 matrices
+    # with sigma_max >> 1 (the Wikitext-2 RNN group's shape): every spectral
+    # norm must end at lam.
     rnn = sb.cells.RNN(200)
     batch = jax.vmap(lambda k: rnn.init(k, 8))(jax.random.split(key, 6))
     batch = {**batch, "recurrent_kernel": 3 * batch["recurrent_kernel"] * 200 ** 0.5 / 2}
-    project = jax.jit(jax.vmap(lambda p: sb.stability.project(rnn, p, 1.0)))
-    reference = project(batch)
-    sb.stability.GPU_EIGH_IMPLEMENTATION = "jacobi"
-    try:
-      jacobi = jax.jit(jax.vmap(lambda p: sb.stability.project(rnn, p, 1.0)))(batch)
-    finally:
-      sb.stability.GPU_EIGH_IMPLEMENTATION = None
-    check("RNN projection, jacobi eigh vs default", jacobi["recurrent_kernel"],
-          reference["recurrent_kernel"])
+    projected = jax.jit(jax.vmap(lambda p: sb.stability.project(rnn, p, 1.0)))(batch)
     check("RNN projection, spectral norm after vs 1",
-          jnp.max(jnp.linalg.norm(jacobi["recurrent_kernel"], ord=2, axis=(-2, -1))), 1.0)
+          jnp.max(jnp.linalg.norm(projected["recurrent_kernel"], ord=2, axis=(-2, -1))), 1.0)
     xs_c = jax.random.normal(key, (2, 70, 8), jnp.float32)
     for net_cls in (sb.convnets.TCN, sb.convnets.WaveNet):
       ref_net = net_cls(16, 4, kernel_size=3)

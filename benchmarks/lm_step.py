@@ -13,10 +13,10 @@ own, on a real training batch) for:
   projection costs per step;
 * the projection alone (``_project_members`` on the group's parameters);
 * each ``lax.scan`` unroll factor in ``--unrolls`` (set through
-  ``seqbench.unroll.ACCELERATOR_SCAN_UNROLL``; the CPU always uses 1);
-* each ``eigh`` implementation in ``--eighs`` for the RNN's projection
-  (``seqbench.stability.GPU_EIGH_IMPLEMENTATION``: ``default`` is JAX's,
-  ``jacobi`` the batched Jacobi solver; GPU only, the CPU always uses JAX's).
+  ``seqbench.unroll.ACCELERATOR_SCAN_UNROLL``; the CPU always uses 1).
+
+(A batched-Jacobi ``eigh`` for the RNN projection was measured here once and
+dropped: 19.7 ms vs 5.2 ms for the default, benchmarks/results/nvidia-h200/lm_step_05d8e37.)
 
 ::
 
@@ -39,7 +39,6 @@ import time
 
 import jax
 
-from seqbench import stability
 from seqbench import train as train_lib
 from seqbench import unroll as unroll_lib
 from seqbench.provenance import run_metadata, write_atomic
@@ -94,41 +93,30 @@ def main(argv=None) -> int:
   p.add_argument("--backbones", default="rnn,lstm")
   p.add_argument("--seeds", type=int, default=3)
   p.add_argument("--unrolls", default="1,8")
-  p.add_argument("--eighs", default="default",
-                 help="comma list of RNN projection eigh implementations: default, jacobi")
   p.add_argument("--n", type=int, default=20, help="timed steps per variant")
   p.add_argument("--out", required=True, help="directory for lm_step.{json,md}")
   args = p.parse_args(argv)
   rows = []
   default_unroll = unroll_lib.ACCELERATOR_SCAN_UNROLL
-  eighs = args.eighs.split(",")
-  for e in eighs:
-    if e not in ("default", "jacobi"):
-      p.error(f"--eighs: unknown eigh implementation {e!r} (default, jacobi)")
   try:
     for u in (int(x) for x in args.unrolls.split(",")):
       unroll_lib.ACCELERATOR_SCAN_UNROLL = u
       for backbone in args.backbones.split(","):
         unstable, stable = (f"mh-{args.task}-{backbone}-{v}" for v in ("unstable", "stable"))
         # Both groups have 2 x seeds models, so they differ only in the projection.
-        variants = [("unstable only", [unstable], 2 * args.seeds, "default")]
-        # Only the RNN's projection uses eigh.
-        for e in (eighs if backbone.startswith("rnn") else ["default"]):
-          variants.append(("stable + unstable", [unstable, stable], args.seeds, e))
-        for label, exps, seeds, eigh in variants:
-          stability.GPU_EIGH_IMPLEMENTATION = None if eigh == "default" else eigh
+        variants = [("unstable only", [unstable], 2 * args.seeds),
+                    ("stable + unstable", [unstable, stable], args.seeds)]
+        for label, exps, seeds in variants:
           r = measure(exps, seeds, args.n)
-          r.update(backbone=backbone, group=label, unroll=unroll_lib.default_scan_unroll(),
-                   eigh=eigh if jax.default_backend() == "gpu" else "default")
+          r.update(backbone=backbone, group=label, unroll=unroll_lib.default_scan_unroll())
           rows.append(r)
-          print(f"{backbone:5s} {label:18s} unroll {r['unroll']} eigh {r['eigh']}: "
+          print(f"{backbone:5s} {label:18s} unroll {r['unroll']}: "
                 f"step {r['step_ms']:.2f} ms "
                 f"({r['members']} models, {r['tokens_per_s_per_model']:,.0f} tokens/s per model)"
                 + (f", projection alone {r['project_ms']:.2f} ms" if r["project_ms"] else "")
                 + f", compile {r['compile_s']:.1f} s", flush=True)
   finally:
     unroll_lib.ACCELERATOR_SCAN_UNROLL = default_unroll
-    stability.GPU_EIGH_IMPLEMENTATION = None
   meta = run_metadata("float32")
   command = " ".join(["lm_step.py"] + (argv if argv is not None else sys.argv[1:]))
   lines = [f"# One vmapped training step of the Miller & Hardt {args.task} rows",
@@ -136,11 +124,11 @@ def main(argv=None) -> int:
            f"git {meta['git_sha']} (dirty={meta['git_dirty']}). Command: `{command}`. "
            f"Median of {args.n} steps after 2 warm-ups; the batch is the task's first "
            "training batch.", "",
-           "| backbone | group | models | unroll | eigh | step ms | projection alone ms | "
-           "tokens/s per model | compile s |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+           "| backbone | group | models | unroll | step ms | projection alone ms | "
+           "tokens/s per model | compile s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     proj = f"{r['project_ms']:.2f}" if r["project_ms"] is not None else "–"
-    lines.append(f"| {r['backbone']} | {r['group']} | {r['members']} | {r['unroll']} | {r['eigh']} | "
+    lines.append(f"| {r['backbone']} | {r['group']} | {r['members']} | {r['unroll']} | "
                  f"{r['step_ms']:.2f} | {proj} | {r['tokens_per_s_per_model']:,.0f} | "
                  f"{r['compile_s']:.1f} |")
   table = "\n".join(lines) + "\n"

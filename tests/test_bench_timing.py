@@ -79,3 +79,20 @@ def test_metadata_has_the_fields_rows_need():
               "matmul_precision", "device_count"):
     assert key in meta
   assert meta["versions"]["jax"] == jax.__version__
+
+
+def test_torch_lstm_packing_admits_bf16_only_while_packing():
+  torch = pytest.importorskip("torch")
+  from seqbench.bench import torch_baselines
+
+  dtypes = torch.backends.cudnn.CUDNN_TENSOR_DTYPES
+  before = set(dtypes)
+  model = torch.nn.LSTM(4, 8, batch_first=True).to(torch.bfloat16)
+  seen = []
+  original = model.flatten_parameters
+  model.flatten_parameters = lambda: (seen.append(torch.bfloat16 in dtypes), original())[1]
+  torch_baselines._flatten_cudnn_weights(model, torch.bfloat16)
+  assert seen == [True]           # bf16 counted as cuDNN-packable while packing...
+  assert set(dtypes) == before    # ...and the global set left as it was
+  y, _ = model(torch.zeros(2, 3, 4, dtype=torch.bfloat16))
+  assert y.dtype == torch.bfloat16

@@ -317,25 +317,6 @@ def _cap(x: Array, upper: float) -> Array:
   return jnp.minimum(x, jnp.asarray(upper, x.dtype))
 
 
-#: ``lax.linalg.eigh`` implementation of the RNN projection on GPUs: None is
-#: JAX's default (cuSOLVER's QR-based ``syevd``, which runs a vmapped batch of
-#: matrices larger than 32x32 one after the other), or ``"jacobi"`` (the
-#: batched Jacobi solver). On an H200 the default's eigh of 6 matrices of
-#: 200x200 took 5.2 ms, over half of the Wikitext-2 RNN group's step
-#: (benchmarks/results/nvidia-h200/lm_step); ``benchmarks/lm_step.py --eighs
-#: default,jacobi`` measures the alternative. CPUs and TPUs always use JAX's default.
-GPU_EIGH_IMPLEMENTATION = None
-
-
-def _eigh(a: Array):
-  """Eigenvalues (ascending) and eigenvectors of a symmetric matrix."""
-  impl = GPU_EIGH_IMPLEMENTATION
-  if impl is None or jax.default_backend() != "gpu":
-    return jnp.linalg.eigh(a)
-  v, e = lax.linalg.eigh(a, implementation=lax.linalg.EighImplementation(impl))
-  return e, v
-
-
 def _power_spectral_norm(w: Array, iters: int) -> Array:
   v = jnp.ones((w.shape[1],), w.dtype) / math.sqrt(w.shape[1])
 
@@ -390,7 +371,11 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
   lam = _check_lam(lam)
   w = params["recurrent_kernel"]
   if method == "gram":
-    e, v = _eigh(w.T @ w)
+    # On GPUs this eigh (cuSOLVER syevd, one matrix after the other in a vmapped
+    # batch) is over half of the Wikitext-2 RNN group's step; the batched Jacobi
+    # solver was measured 3.8x slower there and 2e-4 off (benchmarks/results/
+    # nvidia-h200/lm_step_05d8e37), so JAX's default stays.
+    e, v = jnp.linalg.eigh(w.T @ w)
     sigma = jnp.sqrt(jnp.maximum(e, 0))
     inside = jnp.max(sigma) <= lam * (1 + _INSIDE_SLACK)
     shrink = 1 - jnp.minimum(1, lam / jnp.maximum(sigma, jnp.finfo(w.dtype).tiny))
