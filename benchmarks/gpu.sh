@@ -25,6 +25,9 @@
 #   vmap       benchmarks/vmap_training.py (vmapped training speed-up, JSB)
 #   lm         benchmarks/lm_step.py: the Wikitext-2 rows' vmapped train step,
 #              its projection and the scan unroll
+#   profile    benchmarks/profile_steps.py: device busy time vs wall time and the
+#              top kernels of the steps that miss their targets (f32, then bf16
+#              for the suite steps)
 #
 # Each step has its own time limit, and none runs past DEADLINE_S seconds from
 # the start (default 540), so one slow step cannot eat the others and the
@@ -90,6 +93,13 @@ step_wikitext2() {
 step_lm() {
   timeout "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 \
     --out "$WORK/lm_step" 2>&1 | tee "$WORK/lm_step.log" | tail -n 20
+}
+step_profile() {
+  timeout "$(limit 150)" $PY benchmarks/profile_steps.py --out "$WORK/profile_f32" 2>&1 \
+    | tee "$WORK/profile_f32.log" | tail -n 12
+  timeout "$(limit 60)" $PY benchmarks/profile_steps.py --dtype bfloat16 \
+    --targets lstm-scan,tcn,lstm-scan-long,lstm-truncated-long --out "$WORK/profile_bf16" 2>&1 \
+    | tee "$WORK/profile_bf16.log" | tail -n 8
 }
 step_vmap() {
   timeout "$(limit 120)" $PY benchmarks/vmap_training.py --groups 1,2,6 --out "$WORK/vmap" 2>&1 \

@@ -30,6 +30,7 @@ atomically with the run's provenance.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -53,8 +54,16 @@ def _median_ms(fn, n: int) -> float:
   return statistics.median(times)
 
 
-def measure(experiments, seeds: int, n: int) -> dict:
-  """Median ms of the group's train step and of its projection alone."""
+@contextlib.contextmanager
+def group_step(experiments, seeds: int):
+  """The sweep's vmapped train step for ``experiments`` x ``seeds``, ready to call.
+
+  Yields ``(step, project, tokens, compile_s)``: ``step()`` runs one train step
+  on the task's first training batch (threading the donated state) and returns
+  the loss; ``project()`` runs the stable members' projection alone on the
+  current parameters (``None`` without stable members); ``tokens`` counts the
+  batch's tokens per model; ``compile_s`` is the first step's time.
+  """
   members = [train_lib._Member(train_lib.resolve(e), s, f"{e}-{s}")  # pylint: disable=protected-access
              for e in experiments for s in range(seeds)]
   with tempfile.TemporaryDirectory() as tmp:
@@ -72,17 +81,25 @@ def measure(experiments, seeds: int, n: int) -> dict:
       holder["state"], loss = trainer._train_step(holder["state"], batch)  # pylint: disable=protected-access
       return loss
 
+    project = None
+    if trainer.lams:
+      project_jit = jax.jit(trainer._project_members)  # pylint: disable=protected-access
+      project = lambda: project_jit(holder["state"]["params"])
+    yield step, project, int(batch["mask"].sum()), compile_s
+
+
+def measure(experiments, seeds: int, n: int) -> dict:
+  """Median ms of the group's train step and of its projection alone."""
+  with group_step(experiments, seeds) as (step, project, tokens, compile_s):
     for _ in range(2):
       step()
     step_ms = _median_ms(step, n)
     project_ms = None
-    if trainer.lams:
-      project = jax.jit(trainer._project_members)  # pylint: disable=protected-access
-      params = holder["state"]["params"]
-      jax.block_until_ready(project(params))
-      project_ms = _median_ms(lambda: project(params), n)
-  tokens = int(batch["mask"].sum())
-  return {"members": len(members), "stable_members": sum(m.exp.train.stable for m in members),
+    if project is not None:
+      jax.block_until_ready(project())
+      project_ms = _median_ms(project, n)
+  return {"members": len(experiments) * seeds,
+          "stable_members": sum(train_lib.resolve(e).train.stable for e in experiments) * seeds,
           "step_ms": step_ms, "project_ms": project_ms, "compile_s": compile_s,
           "tokens_per_s_per_model": tokens / (step_ms / 1e3)}
 
