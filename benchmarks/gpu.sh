@@ -23,6 +23,9 @@
 #   bf16       seqbench bench --suite full --dtype bf16, no scaling sweep
 #   wikitext2  the capped Miller & Hardt Wikitext-2 sweep and its cost estimate
 #   vmap       benchmarks/vmap_training.py (vmapped training speed-up, JSB)
+#   music      capped Nottingham sweep (Miller & Hardt pairs and the TCN, 3 seeds
+#              vmapped, 1 epoch x 100 steps) and its full-run estimate: whether a
+#              whole group fits one session's device time
 #   lm         benchmarks/lm_step.py: the Wikitext-2 rows' vmapped train step,
 #              its projection and the scan unroll
 #   profile    benchmarks/profile_steps.py: device busy time vs wall time and the
@@ -100,6 +103,12 @@ step_profile() {
   timeout "$(limit 60)" $PY benchmarks/profile_steps.py --dtype bfloat16 \
     --targets lstm-scan,tcn,lstm-scan-long,lstm-truncated-long --out "$WORK/profile_bf16" 2>&1 \
     | tee "$WORK/profile_bf16.log" | tail -n 8
+}
+step_music() {
+  timeout "$(limit 180)" $PY -m seqbench sweep 'mh-nottingham-*' tcn-nottingham-tcn --seeds 3 --vmap \
+    --set train.epochs=1 --set train.max_steps_per_epoch=100 --set train.max_eval_batches=5 \
+    --out "$WORK/nottingham-capped" 2>&1 | tee "$WORK/nottingham-capped.log" | tail -n 12
+  $PY scripts/estimate_full_run.py "$WORK/nottingham-capped" | tail -n 8
 }
 step_vmap() {
   timeout "$(limit 120)" $PY benchmarks/vmap_training.py --groups 1,2,6 --out "$WORK/vmap" 2>&1 \
