@@ -18,7 +18,9 @@ GPU reference size B=64, T=256, D=256, H=512):
 * ``wt2-rnn``, ``wt2-lstm``: the Miller & Hardt Wikitext-2 sweep's vmapped
   step (stable + unstable x ``--seeds``), from ``lm_step.group_step``; these
   load Wikitext-2 (``datasets`` needed);
-* ``wt2-rnn-projection``: that RNN group's projection alone.
+* ``wt2-rnn-projection``: that RNN group's projection alone;
+* ``projection-gram``, ``projection-svd``: the exact RNN projection by each
+  method on 6 matrices of 200x200 (the group's shape), no data needed.
 
 ::
 
@@ -87,6 +89,25 @@ def _wt2_target(backbone: str, projection_only: bool = False):
   return run
 
 
+def _projection_target(method: str, models: int = 6, hidden: int = 200):
+  """The RNN projection alone, ``stability.project(..., method=method)``, vmapped
+  over the Wikitext-2 RNN group's recurrent matrices (6 of 200x200, sigma_max > 1),
+  without loading the task: is another exact method cheaper on this device?"""
+
+  def run(size, dtype, n, seeds):
+    del size, dtype, seeds
+    import seqbench as sb  # pylint: disable=g-import-not-at-top
+    cell = sb.cells.RNN(hidden)
+    keys = jax.random.split(jax.random.PRNGKey(0), models)
+    batch = jax.vmap(lambda k: cell.init(k, hidden))(keys)
+    batch = {**batch, "recurrent_kernel": 3 * batch["recurrent_kernel"] * hidden ** 0.5 / 2}
+    project = jax.vmap(lambda p: sb.stability.project(cell, p, 1.0, method=method))
+    summary = profile_lib.profile_compiled(project, batch, n=n)
+    return summary, f"RNN projection, method={method}, {models} x {hidden}x{hidden}"
+
+  return run
+
+
 TARGETS = {
     "lstm-scan": _suite_target("seqbench LSTM", "scan(unroll=8)"),
     "tcn": _suite_target("seqbench TCN", "conv"),
@@ -95,6 +116,8 @@ TARGETS = {
     "wt2-rnn": _wt2_target("rnn"),
     "wt2-lstm": _wt2_target("lstm"),
     "wt2-rnn-projection": _wt2_target("rnn", projection_only=True),
+    "projection-gram": _projection_target("gram"),
+    "projection-svd": _projection_target("svd"),
 }
 
 
