@@ -186,3 +186,25 @@ def test_resume_after_sigkill(tmp_path):
   again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
   assert again.returncode == 0 and again.stdout.count("skipped") == 2
   assert _results(out) == rows
+
+
+def test_sigterm_stops_the_sweep_with_a_checkpoint_and_no_later_run(tmp_path):
+  out = tmp_path / "sweep"
+  sets = {**TINY, "train.epochs": 25}
+  cmd = [sys.executable, "-m", "seqbench.sweep", "tcn-adding-rnn", "--seeds", "2", "--smoke",
+         "--out", str(out), *_sets(sets)]
+  proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  deadline = time.monotonic() + 120
+  while time.monotonic() < deadline and proc.poll() is None:
+    if (out / "checkpoints").exists() and list((out / "checkpoints").glob("*/state.msgpack")):
+      proc.send_signal(signal.SIGTERM)
+      break
+    time.sleep(0.01)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 143, err
+  assert "Traceback" not in err.decode()
+  assert "runs still pending stay pending" in err.decode()
+  assert _results(out) == []        # stopped inside run 1: no row, and run 2 never started
+  done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
+  assert done.returncode == 0 and "resuming" in done.stderr
+  assert len(_results(out)) == 2

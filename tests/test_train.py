@@ -4,6 +4,7 @@ vmapped runs == separate runs, the lr rules, and the CLI's errors."""
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -329,3 +330,36 @@ def test_run_identity_ignores_bookkeeping_and_is_stable():
   # here renames every finished run, so that resumed sweeps would redo them.
   pytorch_init = train_lib.resolve("mh-jsb-rnn-unstable", {"model.init_scheme": "pytorch"})
   assert train_lib.run_id(pytorch_init, 0) == "321d0b633c0e4238"
+
+
+def test_sigterm_checkpoints_at_the_current_step_and_the_rerun_resumes(tmp_path):
+  # What `timeout` (and the GPU scripts' step caps) send: the run must save
+  # where it is, exit 143, and resume from exactly there.
+  epochs = 12
+  cmd, sets = _cmd(tmp_path / "run", epochs)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  ckpt_root = tmp_path / "run" / "checkpoints"
+  deadline = time.monotonic() + 120
+  while time.monotonic() < deadline and proc.poll() is None:
+    if ckpt_root.exists() and list(ckpt_root.glob("*/state.msgpack")):
+      proc.send_signal(signal.SIGTERM)
+      break
+    time.sleep(0.02)
+  _, err = proc.communicate(timeout=60)
+  err = err.decode()
+  assert proc.returncode == 143, err
+  stopped = re.search(r"SIGTERM in epoch (\d+) after step (\d+); checkpointed to .*"
+                      r"the same command resumes it", err)
+  assert stopped, err
+  assert train_lib.read_results(str(tmp_path / "run")) == []
+  done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  # The checkpoint is the step SIGTERM stopped at, not the last periodic one.
+  epoch, step = int(stopped[1]) - 1, int(stopped[2])
+  assert f"resuming mh-jsb-rnn-stable from epoch {epoch} step {step}" in done.stderr
+  rows = train_lib.read_results(str(tmp_path / "run"))
+  ref = train_lib.run_experiment("mh-jsb-rnn-stable", seed=3, out_dir=str(tmp_path / "ref"),
+                                 smoke=True, overrides=sets, progress=False)
+  for key in ("valid_metric", "test_metric", "epochs", "steps", "certified_bound"):
+    assert rows[0][key] == ref[key], key

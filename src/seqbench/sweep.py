@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import os
 import re
+import signal
 import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
@@ -285,8 +286,13 @@ def sweep_main(argv=None) -> int:
   os.makedirs(args.out, exist_ok=True)
   print(f"seqbench sweep: {len(points)} runs (shard {i}/{n}) -> "
         f"{os.path.join(args.out, 'results.jsonl')}", flush=True)
-  failed = run_sweep(points, args.out, smoke=args.smoke, vmap=args.vmap,
-                     progress=True if args.progress else False)
+  from seqbench.train import TrainingInterrupted  # pylint: disable=g-import-not-at-top
+  try:
+    failed = run_sweep(points, args.out, smoke=args.smoke, vmap=args.vmap,
+                       progress=True if args.progress else False)
+  except TrainingInterrupted as e:
+    print(f"seqbench sweep: {e}; runs still pending stay pending", file=sys.stderr)
+    return 128 + signal.SIGTERM
   if failed:
     print(f"seqbench sweep: {failed} of {len(points)} runs failed", file=sys.stderr)
     return 1

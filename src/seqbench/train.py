@@ -32,8 +32,10 @@ What one run does (:class:`TrainConfig` has the knobs):
 Resuming: checkpoints live in ``OUT/checkpoints/RUN_ID/``; re-running the same
 command after a kill continues from the last one and gives the same result as
 an uninterrupted run (data order and dropout keys are functions of the seed,
-epoch and step only). A run whose row is already in ``results.jsonl`` is not
-run again.
+epoch and step only). SIGTERM (``timeout``, job schedulers) makes the run
+checkpoint at its current step and exit 143 (:class:`TrainingInterrupted`), so
+a time-capped job loses nothing; SIGKILL loses at most ``checkpoint_seconds``.
+A run whose row is already in ``results.jsonl`` is not run again.
 
 Outputs in ``OUT``:
 
@@ -53,8 +55,11 @@ import fcntl
 import hashlib
 import json
 import math
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
@@ -414,6 +419,35 @@ class _Member:
   run_id: str
 
 
+class TrainingInterrupted(Exception):
+  """SIGTERM arrived while training: the run checkpointed where it was and stopped."""
+
+
+# SIGTERM (what `timeout` and most job schedulers send) asks the run in
+# progress to checkpoint at its next step and stop, instead of losing up to
+# `checkpoint_seconds` of training; the request lasts for the rest of the
+# process, so a sweep does not start its next run either.
+_STOP = {"requested": False}
+
+
+def _request_stop(signum, frame):
+  del signum, frame
+  _STOP["requested"] = True
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+  """Installs the SIGTERM request handler for a run (main thread only) and restores the old one."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGTERM, _request_stop)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 class _Trainer:
   """Runs a group of models sharing shapes (one model when ``batched`` is False)."""
 
@@ -707,7 +741,19 @@ class _Trainer:
   # ------------------------------------------------------------------- run
 
   def run(self) -> list[dict]:
+    """Trains (resuming from a checkpoint), then evaluates; rows of the members.
+
+    Raises:
+      TrainingInterrupted: SIGTERM arrived; the run checkpointed at its last
+        step and the same call resumes it.
+    """
+    with _stop_on_sigterm():
+      return self._run()
+
+  def _run(self) -> list[dict]:
     t = self.t
+    if _STOP["requested"]:
+      raise TrainingInterrupted(f"{self.exp.name}: not started, SIGTERM arrived before it")
     start_wall = time.monotonic()
     os.makedirs(self.ckpt_dir, exist_ok=True)
     ckpt_path = os.path.join(self.ckpt_dir, "state.msgpack")
@@ -776,6 +822,16 @@ class _Trainer:
         else:
           units += batch_units
         meta["step_in_epoch"] = n
+        if _STOP["requested"]:
+          self._sync(pending, meta)
+          jax.block_until_ready(state["params"])
+          meta["train_s"] += time.monotonic() - t0
+          meta["train_units"] += units
+          save()
+          bar.close()
+          raise TrainingInterrupted(
+              f"{self.exp.name}: SIGTERM in epoch {epoch + 1} after step {n}; checkpointed to "
+              f"{ckpt_path}, and the same command resumes it")
         if len(pending) >= _LOG_EVERY:
           self._sync(pending, meta)
           pending = []
@@ -1114,6 +1170,9 @@ def train_main(argv=None) -> int:
   except tasks_lib.DataError as e:
     print(f"seqbench train: {e}", file=sys.stderr)
     return 1
+  except TrainingInterrupted as e:
+    print(f"seqbench train: {e}", file=sys.stderr)
+    return 128 + signal.SIGTERM
   status = (f"DIVERGED at step {row['diverged_step']}" if row["diverged"] else
             f"test {row['metric_name']} {row['test_metric']:.4f}")
   print(f"{row['experiment']} seed {row['seed']}: {status} "
@@ -1123,6 +1182,7 @@ def train_main(argv=None) -> int:
 
 
 __all__ = ["run_experiment", "run_experiments_vmapped", "train_main", "append_result",
+           "TrainingInterrupted",
            "read_results", "run_id", "resolve", "build", "make_optimizer", "next_lr",
            "RESULT_KEYS", "RESULTS_FILE", "TrainConfig", "ModelConfig"]
 
