@@ -50,12 +50,12 @@ Outputs in ``OUT``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
 import json
 import math
-import contextlib
 import os
 import signal
 import sys
