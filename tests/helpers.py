@@ -1,6 +1,7 @@
-"""Plain-Python references the executors are checked against."""
+"""Plain-Python references the executors are checked against, and a subprocess helper."""
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -43,3 +44,21 @@ def python_truncated(cell, params, xs, k):
       carry, y = jitted_step(cell)(params, carry, xs[..., s, :])
     ys.append(y)
   return jnp.stack(ys, axis=-2)
+
+
+def signal_when(proc, ready, sig, timeout=120.0, settle=0.0) -> bool:
+  """Sends ``sig`` to the subprocess ``proc`` once ``ready()`` holds.
+
+  Polls until then (or until ``proc`` exits or ``timeout`` seconds pass);
+  ``settle`` seconds pass between ``ready()`` and the signal. Returns whether
+  the signal was sent, so a test can fail with a reason when the process
+  finished or stalled first.
+  """
+  deadline = time.monotonic() + timeout
+  while time.monotonic() < deadline and proc.poll() is None:
+    if ready():
+      time.sleep(settle)
+      proc.send_signal(sig)
+      return True
+    time.sleep(0.01)
+  return False

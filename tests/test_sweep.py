@@ -5,12 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from seqbench import sweep
 from seqbench.experiments import ConfigError
+
+from helpers import signal_when
 
 # A tiny adding-problem setup (as in test_train): seconds per run.
 TINY = {
@@ -146,25 +147,27 @@ def _results(out):
   return [json.loads(line) for line in text.splitlines()]  # every line parses
 
 
+def _two_run_sweep(out):
+  """The command of a 2-run tiny sweep (25 epochs each: long enough to interrupt)."""
+  sets = {**TINY, "train.epochs": 25}
+  return [sys.executable, "-m", "seqbench.sweep", "tcn-adding-rnn", "--seeds", "2", "--smoke",
+          "--out", str(out), *_sets(sets)], sets
+
+
 def test_resume_after_sigkill(tmp_path):
   out = tmp_path / "sweep"
-  sets = {**TINY, "train.epochs": 25}
-  cmd = [sys.executable, "-m", "seqbench.sweep", "tcn-adding-rnn", "--seeds", "2", "--smoke",
-         "--out", str(out), *_sets(sets)]
+  cmd, sets = _two_run_sweep(out)
   proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 120
-  killed = False
-  while time.monotonic() < deadline and proc.poll() is None:
+
+  def run_2_checkpointed():
     rows = _results(out) if (out / "results.jsonl").exists() else []
     done_ids = {r["run_id"] for r in rows}
     # Run 1's own checkpoint can outlive its row for a moment: wait for run 2's.
     ckpts = [c for c in (out / "checkpoints").glob("*/state.msgpack")
              if c.parent.name not in done_ids] if rows else []
-    if rows and ckpts:  # run 1 done, run 2 in progress with a checkpoint
-      proc.send_signal(signal.SIGKILL)
-      killed = True
-      break
-    time.sleep(0.01)
+    return rows and ckpts  # run 1 done, run 2 in progress with a checkpoint
+
+  killed = signal_when(proc, run_2_checkpointed, signal.SIGKILL)
   proc.wait(timeout=30)
   assert killed, "the sweep finished or stalled before the second run's first checkpoint"
   assert proc.returncode == -signal.SIGKILL
@@ -190,16 +193,10 @@ def test_resume_after_sigkill(tmp_path):
 
 def test_sigterm_stops_the_sweep_with_a_checkpoint_and_no_later_run(tmp_path):
   out = tmp_path / "sweep"
-  sets = {**TINY, "train.epochs": 25}
-  cmd = [sys.executable, "-m", "seqbench.sweep", "tcn-adding-rnn", "--seeds", "2", "--smoke",
-         "--out", str(out), *_sets(sets)]
+  cmd, _ = _two_run_sweep(out)
   proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  deadline = time.monotonic() + 120
-  while time.monotonic() < deadline and proc.poll() is None:
-    if (out / "checkpoints").exists() and list((out / "checkpoints").glob("*/state.msgpack")):
-      proc.send_signal(signal.SIGTERM)
-      break
-    time.sleep(0.01)
+  assert signal_when(proc, lambda: list((out / "checkpoints").glob("*/state.msgpack")),
+                     signal.SIGTERM)
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 143, err
   assert "Traceback" not in err.decode()

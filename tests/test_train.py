@@ -8,7 +8,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,8 @@ import pytest
 from seqbench import stability
 from seqbench import train as train_lib
 from seqbench.experiments import TrainConfig
+
+from helpers import signal_when
 
 # A tiny adding-problem setup: seconds per run, one compiled shape.
 TINY = {
@@ -234,19 +235,11 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
   cmd, sets = _cmd(tmp_path / "run", epochs)
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  ckpt_root = tmp_path / "run" / "checkpoints"
-  deadline = time.monotonic() + 120
-  killed_at = None
-  while time.monotonic() < deadline and proc.poll() is None:
-    files = list(ckpt_root.glob("*/state.msgpack")) if ckpt_root.exists() else []
-    if files:
-      time.sleep(0.3)  # let it get a little further into the run
-      proc.send_signal(signal.SIGKILL)
-      killed_at = time.monotonic()
-      break
-    time.sleep(0.02)
+  first_checkpoint = lambda: list((tmp_path / "run" / "checkpoints").glob("*/state.msgpack"))
+  # Once the first checkpoint exists, let it get a little further into the run.
+  killed = signal_when(proc, first_checkpoint, signal.SIGKILL, settle=0.3)
   proc.wait(timeout=30)
-  assert killed_at is not None, "the run finished or stalled before its first checkpoint"
+  assert killed, "the run finished or stalled before its first checkpoint"
   assert proc.returncode == -signal.SIGKILL
   assert train_lib.read_results(str(tmp_path / "run")) == []  # killed: no row yet
   # Re-run: resumes from the checkpoint and finishes.
@@ -339,13 +332,8 @@ def test_sigterm_checkpoints_at_the_current_step_and_the_rerun_resumes(tmp_path)
   cmd, sets = _cmd(tmp_path / "run", epochs)
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  ckpt_root = tmp_path / "run" / "checkpoints"
-  deadline = time.monotonic() + 120
-  while time.monotonic() < deadline and proc.poll() is None:
-    if ckpt_root.exists() and list(ckpt_root.glob("*/state.msgpack")):
-      proc.send_signal(signal.SIGTERM)
-      break
-    time.sleep(0.02)
+  first_checkpoint = lambda: list((tmp_path / "run" / "checkpoints").glob("*/state.msgpack"))
+  assert signal_when(proc, first_checkpoint, signal.SIGTERM)
   _, err = proc.communicate(timeout=60)
   err = err.decode()
   assert proc.returncode == 143, err
