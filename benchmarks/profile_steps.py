@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from seqbench import cells, stability
 from seqbench.bench import profile as profile_lib
 from seqbench.bench import suite as suite_lib
 from seqbench.provenance import run_metadata, write_atomic
@@ -104,12 +105,11 @@ def _projection_target(method: str, models: int = 6, hidden: int = 200):
 
   def run(size, dtype, n, seeds):
     del size, dtype, seeds
-    import seqbench as sb  # pylint: disable=g-import-not-at-top
-    cell = sb.cells.RNN(hidden)
+    cell = cells.RNN(hidden)
     keys = jax.random.split(jax.random.PRNGKey(0), models)
     batch = jax.vmap(lambda k: cell.init(k, hidden))(keys)
     batch = {**batch, "recurrent_kernel": 3 * batch["recurrent_kernel"] * hidden ** 0.5 / 2}
-    project = jax.vmap(lambda p: sb.stability.project(cell, p, 1.0, method=method))
+    project = jax.vmap(lambda p: stability.project(cell, p, 1.0, method=method))
     summary = profile_lib.profile_compiled(project, batch, n=n)
     return summary, f"RNN projection, method={method}, {models} x {hidden}x{hidden}"
 
