@@ -72,13 +72,37 @@ def test_scan_default_unroll_follows_the_backend(monkeypatch):
 
 
 @pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("windows", sb.unroll.WINDOW_INPUTS)
 @pytest.mark.parametrize("k,chunk", [(1, None), (3, None), (3, 4), (5, 1), (12, 5), (13, None)])
-def test_truncated_matches_python_restart_loop(name, k, chunk):
+def test_truncated_matches_python_restart_loop(name, k, chunk, windows):
   cell, params = make(name)
   xs = inputs((2, 13, 4))
   ref = python_truncated(cell, params, xs, k)
-  ys = sb.unroll.truncated(cell, params, xs, k, chunk_size=chunk)
+  ys = sb.unroll.truncated(cell, params, xs, k, chunk_size=chunk, windows=windows)
   np.testing.assert_allclose(ys, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("k,chunk", [(2, None), (5, 4)])
+def test_truncated_window_inputs_give_the_same_gradients(name, k, chunk):
+  # "slices" changes only how the shifted inputs are built (and so their
+  # gradient: a sum of padded slices instead of a scatter-add).
+  cell, params = make(name)
+  xs = inputs((2, 11, 4))
+
+  def grads(windows):
+    loss = lambda p, x: jnp.sum(jnp.sin(sb.unroll.truncated(
+        cell, p, x, k, chunk_size=chunk, windows=windows)))
+    return jax.grad(loss, argnums=(0, 1))(params, xs)
+
+  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                         grads("gather"), grads("slices"))
+
+
+def test_truncated_rejects_unknown_window_inputs():
+  cell, params = make("lstm")
+  with pytest.raises(ValueError, match="windows must be one of"):
+    sb.unroll.truncated(cell, params, inputs((1, 5, 4)), 2, windows="scatter")
 
 
 @pytest.mark.parametrize("name", CELLS)

@@ -166,7 +166,8 @@ def truncated(cell: Cell,
               k: int,
               *,
               chunk_size: Optional[int] = None,
-              unroll: int = 1) -> Array:
+              unroll: int = 1,
+              windows: str = "gather") -> Array:
   r"""The k-step truncated (feed-forward) model.
 
   .. math::
@@ -193,11 +194,18 @@ def truncated(cell: Cell,
     chunk_size: output times per chunk; default from
       :func:`truncated_chunk_size`.
     unroll: unroll factor of the ``k``-step inner scan.
+    windows: how a chunk's ``k - 1`` shifted inputs are built. ``"gather"``
+      indexes them in one gather, whose gradient is one scatter-add;
+      ``"slices"`` stacks ``k - 1`` static slices, whose gradient is a sum of
+      padded slices with no scatter (GPU scatter-adds of overlapping windows
+      go through atomics). Both give the same numbers.
 
   Returns:
     ``ys`` of shape ``(..., T, H)``.
   """
   k = _window_length(k)
+  if windows not in WINDOW_INPUTS:
+    raise ValueError(f"truncated: windows must be one of {WINDOW_INPUTS}, got {windows!r}")
   _check_sequence("truncated", xs)
   t_len = xs.shape[-2]
   if k >= t_len:
@@ -226,11 +234,15 @@ def truncated(cell: Cell,
     u_c = jax.tree_util.tree_map(
         lambda a: lax.dynamic_slice_in_dim(a, start, chunk + k - 1, axis=0), u)
     # Step j of the window ending at output time start + i reads padded time
-    # start + i + j. Gathering the k - 1 masked steps as a scanned input keeps
-    # the backward pass a single scatter-add per chunk (slicing inside the
+    # start + i + j. Building the k - 1 masked steps before the loop, as a
+    # scanned input, keeps their gradient out of the loop (slicing inside the
     # loop instead would transpose to a full-size update at every step).
     steps = jnp.arange(k - 1)[:, None] + jnp.arange(chunk)[None, :]  # (k-1, chunk)
-    windows = jax.tree_util.tree_map(lambda a: a[steps], u_c)
+    if windows == "gather" or k == 1:
+      shifted = jax.tree_util.tree_map(lambda a: a[steps], u_c)
+    else:
+      shifted = jax.tree_util.tree_map(
+          lambda a: jnp.stack([a[j:j + chunk] for j in range(k - 1)]), u_c)
     # Rows whose window starts before t = 0 hold the zero state until their
     # first real input arrives.
     started = (start + steps >= k - 1).reshape(
@@ -243,7 +255,7 @@ def truncated(cell: Cell,
       return carry, None
 
     carry0 = cell.initial_state((chunk,) + batch_shape)
-    carry, _ = lax.scan(window_step, carry0, (windows, started), unroll=unroll)
+    carry, _ = lax.scan(window_step, carry0, (shifted, started), unroll=unroll)
     # The last step reads x_t itself; it is never masked.
     u_last = jax.tree_util.tree_map(lambda a: a[k - 1:], u_c)
     _, y = cell.recurrent_step(params, carry, u_last)
@@ -257,6 +269,10 @@ def truncated(cell: Cell,
     ys = ys.reshape((n_chunks * chunk,) + ys.shape[2:])
   ys = ys[:t_len]
   return jnp.moveaxis(ys, 0, -2)
+
+
+#: the ways :func:`truncated` builds its shifted inputs.
+WINDOW_INPUTS = ("gather", "slices")
 
 
 def _window_length(k) -> int:
@@ -320,4 +336,4 @@ def parallel(cell: Cell,
 
 
 __all__ = ["scan", "truncated", "parallel", "truncated_chunk_size", "default_scan_unroll",
-           "default_window_elements", "DEFAULT_WINDOW_ELEMENTS"]
+           "default_window_elements", "DEFAULT_WINDOW_ELEMENTS", "WINDOW_INPUTS"]
