@@ -18,7 +18,7 @@
 #
 #   f32        seqbench bench --suite full --dtype f32 (with the T-scaling sweep)
 #   svt        scan vs truncated at T=1024 (B=32, H=512), f32 and bf16, with the
-#              truncated model's two window-input forms and its matmul floor
+#              truncated model's two inner loops and its matmul floor
 #   tcn        TCN conv forms vs the PyTorch TCN
 #   bf16       seqbench bench --suite full --dtype bf16, no scaling sweep
 #   wikitext2  the capped Miller & Hardt Wikitext-2 sweep and its cost estimate
@@ -78,7 +78,7 @@ step_svt() {
   local dt
   for dt in float32 bfloat16; do
     timeout "$(limit 75)" $PY benchmarks/scan_vs_truncated.py --preset gpu --dtype $dt --cells lstm \
-      --chunks auto --windows gather,slices --floor --out "$WORK/svt" 2>&1 | tail -n 14
+      --chunks auto --inners unrolled,scan --floor --out "$WORK/svt" 2>&1 | tail -n 14
   done
 }
 step_tcn() {

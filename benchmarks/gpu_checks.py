@@ -55,8 +55,10 @@ def main():
       check(f"{name} scan(unroll=1) vs scan", sb.unroll.scan(cell, params, xs, unroll=1), full)
       check(f"{name} scan(unroll=8) vs scan", sb.unroll.scan(cell, params, xs, unroll=8), full)
       check(f"{name} truncated(k=T) vs scan", sb.unroll.truncated(cell, params, xs, 24), full)
-      check(f"{name} truncated(k=5) vs restart loop",
-            sb.unroll.truncated(cell, params, xs, 5, chunk_size=7), loop(cell, params, xs, k=5))
+      for inner in sb.unroll.INNER_LOOPS:
+        check(f"{name} truncated(k=5, {inner}) vs restart loop",
+              sb.unroll.truncated(cell, params, xs, 5, chunk_size=7, inner=inner),
+              loop(cell, params, xs, k=5))
       if cell.is_linear:
         check(f"{name} parallel vs scan", sb.unroll.parallel(cell, params, xs), full)
     # The RNN projection on the device, on a vmapped batch of 200x200 matrices

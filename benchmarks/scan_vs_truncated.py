@@ -75,7 +75,7 @@ def _time_modes(shape: dict, label: str, fn, args, n: int, argnums=0, flop=None)
 
 
 def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1, 8),
-         chunks=(None,), floor=False, windows=("gather",)):
+         chunks=(None,), floor=False, inners=("auto",)):
   cfg = PRESETS[preset]
   ks = ks or (cfg["k"],)
   b, t, d, h = cfg["batch"], cfg["time"], cfg["input_size"], cfg["hidden"]
@@ -93,11 +93,11 @@ def rows(preset: str, dtype, n: int, cells=("lstm", "rnn"), ks=None, unrolls=(1,
       for chunk in chunks:
         # Name the chunk size the executor will use, also when it picks it.
         used = chunk or sb.unroll.truncated_chunk_size(cell, params, xs, k)
-        for win in windows:
+        for inner in inners:
           label = (f"truncated(k={k}, chunk={used}{'' if chunk else ' auto'}"
-                   + (f", windows={win})" if len(windows) > 1 else ")"))
-          variants.append((label, lambda p, x, k=k, c=chunk, w=win: sb.unroll.truncated(
-              cell, p, x, k, chunk_size=c, windows=w)))
+                   + (f", inner={inner})" if inner != "auto" else ")"))
+          variants.append((label, lambda p, x, k=k, c=chunk, i=inner: sb.unroll.truncated(
+              cell, p, x, k, chunk_size=c, inner=i)))
     shape = {"cell": name, "batch": b, "time": t, "input_size": d, "hidden": h}
     for label, run in variants:
       out += _time_modes(shape, label, run, (params, xs), n)
@@ -125,9 +125,9 @@ def main(argv=None):
   ap.add_argument("--chunks", default="auto",
                   help="comma list of truncated chunk sizes (output times per chunk); "
                        "'auto' is the executor's default")
-  ap.add_argument("--windows", default="gather",
-                  help="comma list of the truncated model's window inputs "
-                       f"({', '.join(sb.unroll.WINDOW_INPUTS)}), each timed")
+  ap.add_argument("--inners", default="auto",
+                  help="comma list of the truncated model's inner loops "
+                       f"(auto, {', '.join(sb.unroll.INNER_LOOPS)}), each timed")
   ap.add_argument("--floor", action="store_true",
                   help="also time the truncated model's recurrent matmuls alone")
   ap.add_argument("--out", default=None)
@@ -138,7 +138,7 @@ def main(argv=None):
             "preset": args.preset, **PRESETS[args.preset], "meta": run_metadata(args.dtype),
             "rows": rows(args.preset, dtype, args.n, cells=tuple(args.cells.split(",")),
                         chunks=chunks, floor=args.floor,
-                        windows=tuple(args.windows.split(",")))}
+                        inners=tuple(args.inners.split(",")))}
   lines = ["| cell | executor | mode | median ms | min ms | compile s | vs scan | TFLOP/s |",
            "|---|---|---|---|---|---|---|---|"]
   for r in result["rows"]:

@@ -72,37 +72,52 @@ def test_scan_default_unroll_follows_the_backend(monkeypatch):
 
 
 @pytest.mark.parametrize("name", CELLS)
-@pytest.mark.parametrize("windows", sb.unroll.WINDOW_INPUTS)
+@pytest.mark.parametrize("inner", sb.unroll.INNER_LOOPS)
 @pytest.mark.parametrize("k,chunk", [(1, None), (3, None), (3, 4), (5, 1), (12, 5), (13, None)])
-def test_truncated_matches_python_restart_loop(name, k, chunk, windows):
+def test_truncated_matches_python_restart_loop(name, k, chunk, inner):
   cell, params = make(name)
   xs = inputs((2, 13, 4))
   ref = python_truncated(cell, params, xs, k)
-  ys = sb.unroll.truncated(cell, params, xs, k, chunk_size=chunk, windows=windows)
+  ys = sb.unroll.truncated(cell, params, xs, k, chunk_size=chunk, inner=inner)
   np.testing.assert_allclose(ys, ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
-@pytest.mark.parametrize("k,chunk", [(2, None), (5, 4)])
-def test_truncated_window_inputs_give_the_same_gradients(name, k, chunk):
-  # "slices" changes only how the shifted inputs are built (and so their
-  # gradient: a sum of padded slices instead of a scatter-add).
+@pytest.mark.parametrize("k,chunk", [(1, None), (2, None), (5, 4)])
+def test_truncated_inner_loops_give_the_same_gradients(name, k, chunk):
+  # The inner loop changes only how the k steps are laid out (and so how the
+  # shifted inputs' gradient is formed: padded slices or one scatter-add).
   cell, params = make(name)
   xs = inputs((2, 11, 4))
 
-  def grads(windows):
+  def grads(inner):
     loss = lambda p, x: jnp.sum(jnp.sin(sb.unroll.truncated(
-        cell, p, x, k, chunk_size=chunk, windows=windows)))
+        cell, p, x, k, chunk_size=chunk, inner=inner)))
     return jax.grad(loss, argnums=(0, 1))(params, xs)
 
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                         grads("gather"), grads("slices"))
+                         grads("scan"), grads("unrolled"))
 
 
-def test_truncated_rejects_unknown_window_inputs():
+@pytest.mark.parametrize("backend", ["gpu", "cpu"])
+def test_truncated_auto_unrolls_short_windows_on_accelerators(backend, monkeypatch):
+  # Read off the lowered program: the unrolled form has no loop and no gather.
+  cell, params = make("gru")
+  xs = inputs((1, 40, 4))
+  text = lambda k, inner="auto": jax.jit(lambda p, x: sb.unroll.truncated(
+      cell, p, x, k, chunk_size=64, inner=inner)).lower(params, xs).as_text()
+  unrolled = text(4, "unrolled")
+  assert "stablehlo.while" not in unrolled and "gather" not in unrolled
+  monkeypatch.setattr(sb.unroll.jax, "default_backend", lambda: backend)
+  assert (text(4) == unrolled) == (backend == "gpu")
+  long_ = text(sb.unroll.UNROLLED_MAX_K + 1)
+  assert "stablehlo.while" in long_ and "gather" in long_
+
+
+def test_truncated_rejects_unknown_inner_loop():
   cell, params = make("lstm")
-  with pytest.raises(ValueError, match="windows must be one of"):
-    sb.unroll.truncated(cell, params, inputs((1, 5, 4)), 2, windows="scatter")
+  with pytest.raises(ValueError, match="inner must be one of"):
+    sb.unroll.truncated(cell, params, inputs((1, 5, 4)), 2, inner="gather")
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -322,7 +337,8 @@ def test_chunk_budget_follows_device_memory(monkeypatch):
       return {"bytes_limit": 64 * 2**30}
 
   monkeypatch.setattr(jax, "devices", lambda *a: [FakeDevice()])
-  assert sb.unroll.default_window_elements() == 64 * 2**30 // 16 // 4
+  assert sb.unroll.default_window_elements() == 64 * 2**30 // 8 // 4 == int(
+      64 * 2**30 * sb.unroll.DEVICE_MEMORY_FRACTION) // 4
 
 
 @pytest.mark.parametrize("chunk", [None, 3])

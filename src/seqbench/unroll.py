@@ -40,7 +40,9 @@ DEFAULT_WINDOW_ELEMENTS = 2**25
 #: Chunks that are too small make each of the k steps a small matmul (a GPU
 #: then idles: on an H200, 49 chunks of 21 output times ran the k=16 LSTM at
 #: B=32, T=1024 2.5x slower than one chunk), so the budget follows the device.
-DEVICE_MEMORY_FRACTION = 1 / 16
+#: At 1/16 an H100 cut that case into 2 chunks (each rematerialised) and took
+#: 85 ms in f32 where an H200 with one chunk took 44 ms; 1/8 makes it one.
+DEVICE_MEMORY_FRACTION = 1 / 8
 
 
 def default_window_elements() -> int:
@@ -167,7 +169,7 @@ def truncated(cell: Cell,
               *,
               chunk_size: Optional[int] = None,
               unroll: int = 1,
-              windows: str = "gather") -> Array:
+              inner: str = "auto") -> Array:
   r"""The k-step truncated (feed-forward) model.
 
   .. math::
@@ -179,12 +181,11 @@ def truncated(cell: Cell,
   :math:`\lambda`-contractive cell, :math:`\|h_t - h^k_t\| \le \lambda^k
   \|h_{t-k}\|` (Miller & Hardt 2019, Sec. 3).
 
-  How it is computed: all windows share weights, so the ``T`` windows are one
-  recurrent batch of ``T * batch`` rows run for ``k`` steps; at step ``j`` the
-  rows for output times ``t`` read the hoisted input of time ``t - k + 1 + j``
-  (a slice, never a ``(T, k, ...)`` window tensor). The time axis is cut into
-  chunks of ``chunk_size`` outputs, each rematerialised under differentiation,
-  so memory stays bounded for long sequences.
+  How it is computed: all windows share weights, so they are one recurrent
+  batch of ``T * batch`` rows run for ``k`` steps; at step ``j`` the rows for
+  output time ``t`` read the hoisted input of time ``t - k + 1 + j``. The
+  output times are cut into chunks of ``chunk_size``, each rematerialised
+  under differentiation, so memory stays bounded for long sequences.
 
   Args:
     cell: any seqbench cell.
@@ -193,19 +194,28 @@ def truncated(cell: Cell,
     k: the window length (context), ``k >= 1``.
     chunk_size: output times per chunk; default from
       :func:`truncated_chunk_size`.
-    unroll: unroll factor of the ``k``-step inner scan.
-    windows: how a chunk's ``k - 1`` shifted inputs are built. ``"gather"``
-      indexes them in one gather, whose gradient is one scatter-add;
-      ``"slices"`` stacks ``k - 1`` static slices, whose gradient is a sum of
-      padded slices with no scatter (GPU scatter-adds of overlapping windows
-      go through atomics). Both give the same numbers.
+    unroll: unroll factor of the ``k``-step inner scan (``inner="scan"``).
+    inner: how the ``k`` steps run. ``"scan"``: a ``lax.scan`` over the
+      gathered shifted inputs of all ``T`` windows (one gather, whose
+      gradient is one scatter-add), the windows that would start before
+      ``t = 0`` masked. ``"unrolled"``: straight-line code, step ``j``
+      reading a static slice of the inputs (no loop buffers to copy, no
+      gather, its gradient a sum of padded slices), with no masks: the
+      first ``k - 1`` outputs, whose windows are their whole history, come
+      from the plain recurrence; compile time grows with ``k``.
+      ``"auto"``: unrolled up to :data:`UNROLLED_MAX_K` on accelerators,
+      scan on the CPU, where the unrolled program compiled ~5x slower
+      (k=16 LSTM at B=8, T=1024, H=256: 9.2 s vs 1.8 s).
+      All give the same numbers.
 
   Returns:
     ``ys`` of shape ``(..., T, H)``.
   """
   k = _window_length(k)
-  if windows not in WINDOW_INPUTS:
-    raise ValueError(f"truncated: windows must be one of {WINDOW_INPUTS}, got {windows!r}")
+  if inner not in INNER_LOOPS + ("auto",):
+    raise ValueError(f"truncated: inner must be one of {INNER_LOOPS + ('auto',)}, got {inner!r}")
+  if inner == "auto":
+    inner = "unrolled" if k <= UNROLLED_MAX_K and jax.default_backend() != "cpu" else "scan"
   _check_sequence("truncated", xs)
   t_len = xs.shape[-2]
   if k >= t_len:
@@ -214,65 +224,98 @@ def truncated(cell: Cell,
     chunk_size = truncated_chunk_size(cell, params, xs, k)
   if not isinstance(chunk_size, int) or chunk_size < 1:
     raise ValueError(f"truncated: chunk_size must be a positive integer, got {chunk_size!r}")
-  chunk = min(chunk_size, t_len)
-  n_chunks = -(-t_len // chunk)
-  batch_shape = xs.shape[:-2]
-
   u = cell.input_map(params, jnp.moveaxis(xs, -2, 0))
+  run = _truncated_unrolled if inner == "unrolled" else _truncated_looped
+  return jnp.moveaxis(run(cell, params, u, k, chunk_size, xs.shape[:-2], unroll), 0, -2)
+
+
+def _chunked(run_chunk, n_out: int, chunk: int) -> Array:
+  """``run_chunk(start)`` for the chunk starts that tile ``n_out`` outputs."""
+  n_chunks = -(-n_out // chunk)
+  if n_chunks == 1:
+    ys = run_chunk(jnp.asarray(0))
+  else:
+    # Each chunk is rematerialised under differentiation: memory stays at one
+    # chunk's residuals.
+    ys = lax.map(jax.checkpoint(run_chunk), jnp.arange(n_chunks) * chunk)
+    ys = ys.reshape((n_chunks * chunk,) + ys.shape[2:])
+  return ys[:n_out]
+
+
+def _pad_time(u, before: int, after: int):
+  return jax.tree_util.tree_map(
+      lambda a: jnp.pad(a, [(before, after)] + [(0, 0)] * (a.ndim - 1)), u)
+
+
+def _truncated_looped(cell, params, u, k, chunk_size, batch_shape, unroll):
+  # All T windows in one loop of k steps; windows that would start before
+  # t = 0 are masked (they hold the zero state until their first input).
+  t_len = jax.tree_util.tree_leaves(u)[0].shape[0]
+  chunk = min(chunk_size, t_len)
   # Front padding of k-1 steps makes "input of time t - k + 1 + j" the padded
   # index t + j; end padding makes the chunks tile the time axis exactly.
-  pad_after = n_chunks * chunk - t_len
-
-  def pad(a):
-    widths = [(k - 1, pad_after)] + [(0, 0)] * (a.ndim - 1)
-    return jnp.pad(a, widths)
-
-  u = jax.tree_util.tree_map(pad, u)
+  u = _pad_time(u, k - 1, -(-t_len // chunk) * chunk - t_len)
 
   def run_chunk(start):
-    # Inputs of this chunk's windows: padded times [start, start + chunk + k - 1).
     u_c = jax.tree_util.tree_map(
         lambda a: lax.dynamic_slice_in_dim(a, start, chunk + k - 1, axis=0), u)
     # Step j of the window ending at output time start + i reads padded time
-    # start + i + j. Building the k - 1 masked steps before the loop, as a
-    # scanned input, keeps their gradient out of the loop (slicing inside the
-    # loop instead would transpose to a full-size update at every step).
+    # start + i + j. Gathered before the loop, as a scanned input: slicing
+    # inside the loop would transpose to a full-size update at every step.
     steps = jnp.arange(k - 1)[:, None] + jnp.arange(chunk)[None, :]  # (k-1, chunk)
-    if windows == "gather" or k == 1:
-      shifted = jax.tree_util.tree_map(lambda a: a[steps], u_c)
-    else:
-      shifted = jax.tree_util.tree_map(
-          lambda a: jnp.stack([a[j:j + chunk] for j in range(k - 1)]), u_c)
-    # Rows whose window starts before t = 0 hold the zero state until their
-    # first real input arrives.
+    shifted = jax.tree_util.tree_map(lambda a: a[steps], u_c)
     started = (start + steps >= k - 1).reshape(
         (k - 1, chunk) + (1,) * (len(batch_shape) + 1))
 
     def window_step(carry, inputs):
       u_j, started_j = inputs
       new, _ = cell.recurrent_step(params, carry, u_j)
-      carry = jax.tree_util.tree_map(lambda n, o: jnp.where(started_j, n, o), new, carry)
-      return carry, None
+      return jax.tree_util.tree_map(lambda n, o: jnp.where(started_j, n, o), new, carry), None
 
-    carry0 = cell.initial_state((chunk,) + batch_shape)
-    carry, _ = lax.scan(window_step, carry0, (shifted, started), unroll=unroll)
+    carry, _ = lax.scan(window_step, cell.initial_state((chunk,) + batch_shape),
+                        (shifted, started), unroll=unroll)
     # The last step reads x_t itself; it is never masked.
-    u_last = jax.tree_util.tree_map(lambda a: a[k - 1:], u_c)
-    _, y = cell.recurrent_step(params, carry, u_last)
-    return y  # (chunk, ..., H)
+    _, y = cell.recurrent_step(params, carry, jax.tree_util.tree_map(lambda a: a[k - 1:], u_c))
+    return y
 
-  if n_chunks == 1:
-    ys = run_chunk(jnp.asarray(0))
-  else:
-    starts = jnp.arange(n_chunks) * chunk
-    ys = lax.map(jax.checkpoint(run_chunk), starts)
-    ys = ys.reshape((n_chunks * chunk,) + ys.shape[2:])
-  ys = ys[:t_len]
-  return jnp.moveaxis(ys, 0, -2)
+  return _chunked(run_chunk, t_len, chunk)
 
 
-#: the ways :func:`truncated` builds its shifted inputs.
-WINDOW_INPUTS = ("gather", "slices")
+def _truncated_unrolled(cell, params, u, k, chunk_size, batch_shape, unroll):
+  # Straight-line code, no masks: the first k - 1 outputs are the plain
+  # recurrence's; output k - 1 + i reads input i + j at step j.
+  del unroll
+  t_len = jax.tree_util.tree_leaves(u)[0].shape[0]
+  n_out = t_len - k + 1
+  chunk = min(chunk_size, n_out)
+  padded = _pad_time(u, 0, -(-n_out // chunk) * chunk - n_out)
+
+  def run_chunk(start):
+    u_c = jax.tree_util.tree_map(
+        lambda a: lax.dynamic_slice_in_dim(a, start, chunk + k - 1, axis=0), padded)
+    carry = cell.initial_state((chunk,) + batch_shape)
+    for j in range(k):
+      carry, y = cell.recurrent_step(
+          params, carry, jax.tree_util.tree_map(lambda a: a[j:j + chunk], u_c))
+    return y
+
+  ys = _chunked(run_chunk, n_out, chunk)
+  carry, head = cell.initial_state(batch_shape), []
+  for j in range(k - 1):
+    carry, y = cell.recurrent_step(params, carry, jax.tree_util.tree_map(lambda a: a[j], u))
+    head.append(y)
+  return jnp.concatenate([jnp.stack(head), ys], axis=0) if head else ys
+
+
+#: How :func:`truncated` may run its ``k`` steps.
+INNER_LOOPS = ("unrolled", "scan")
+
+#: :func:`truncated`'s ``inner="auto"`` unrolls the ``k`` steps up to this
+#: ``k``. Profiled on an H100 (benchmarks/results/nvidia-h100, B=32, T=1024,
+#: H=512, k=16), the looped form spent 20 of 84 ms copying loop buffers
+#: (``memcpy128``) and 12 ms in the gather and its scatter-add; beyond this
+#: ``k`` the straight-line program's compile time grows instead.
+UNROLLED_MAX_K = 32
 
 
 def _window_length(k) -> int:
@@ -336,4 +379,4 @@ def parallel(cell: Cell,
 
 
 __all__ = ["scan", "truncated", "parallel", "truncated_chunk_size", "default_scan_unroll",
-           "default_window_elements", "DEFAULT_WINDOW_ELEMENTS", "WINDOW_INPUTS"]
+           "default_window_elements", "DEFAULT_WINDOW_ELEMENTS", "INNER_LOOPS", "UNROLLED_MAX_K"]
