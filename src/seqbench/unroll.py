@@ -20,6 +20,7 @@ state-dependent part. Cells and ``k``/``unroll``/``chunk_size`` are hashable, so
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from typing import Any, Optional
@@ -335,6 +336,47 @@ def _linear_combine(left, right):
   return a_r * a_l, a_r * b_l + b_r
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def linear_recurrence(a: Array, b: Array, axis: int) -> Array:
+  r""":math:`h_t = a_t \odot h_{t-1} + b_t` from :math:`h_{-1} = 0`, by parallel scan.
+
+  The gradient is the adjoint recurrence run from the end,
+  :math:`g_t = \bar h_t + a_{t+1} \odot g_{t+1}`, with
+  :math:`\bar b_t = g_t` and :math:`\bar a_t = g_t \odot h_{t-1}`: one more
+  parallel scan, where differentiating ``lax.associative_scan`` itself
+  transposes its whole tree of slices (on XLA:CPU, at B=64, T=256, N=512
+  complex, the gradient by autodiff compiled in 6.0 s instead of 3.8 s and
+  ran 1.4x slower).
+
+  Args:
+    a, b: coefficients of the same shape (real or complex).
+    axis: the time axis (non-negative).
+
+  Returns:
+    ``h``, the shape of ``b``.
+  """
+  return lax.associative_scan(_linear_combine, (a, b), axis=axis)[1]
+
+
+def _linear_recurrence_fwd(a, b, axis):
+  h = linear_recurrence(a, b, axis)
+  return h, (a, h)
+
+
+def _linear_recurrence_bwd(axis, residuals, h_bar):
+  a, h = residuals
+  n = a.shape[axis]
+  first = lambda x: jnp.zeros_like(lax.slice_in_dim(x, 0, 1, axis=axis))
+  a_next = jnp.concatenate([lax.slice_in_dim(a, 1, n, axis=axis), first(a)], axis=axis)
+  g = lax.associative_scan(_linear_combine, (a_next, h_bar), axis=axis, reverse=True)[1]
+  h_prev = jnp.concatenate([first(h), lax.slice_in_dim(h, 0, n - 1, axis=axis)], axis=axis)
+  # JAX's cotangents transpose, they do not conjugate: d(a*x)/dx^T g = a*g.
+  return g * h_prev, g
+
+
+linear_recurrence.defvjp(_linear_recurrence_fwd, _linear_recurrence_bwd)
+
+
 def parallel(cell: Cell,
              params: Any,
              xs: Array,
@@ -373,10 +415,10 @@ def parallel(cell: Cell,
   if initial_carry is not None:
     # Fold h_0 into the first input: h_1 = a_1 h_0 + b_1.
     b = b.at[..., 0, :].add(a[..., 0, :] * initial_carry)
-  _, hs = lax.associative_scan(_linear_combine, (a, b), axis=b.ndim - 2)
+  hs = linear_recurrence(a, b, b.ndim - 2)
   ys = cell.linear_output(params, hs, u)
   return (ys, hs[..., -1, :]) if return_carry else ys
 
 
-__all__ = ["scan", "truncated", "parallel", "truncated_chunk_size", "default_scan_unroll",
+__all__ = ["scan", "truncated", "parallel", "linear_recurrence", "truncated_chunk_size", "default_scan_unroll",
            "default_window_elements", "DEFAULT_WINDOW_ELEMENTS", "INNER_LOOPS", "UNROLLED_MAX_K"]
