@@ -25,6 +25,11 @@
 # makes the run checkpoint the step it is at):
 #   PATTERN='mh-wikitext2-lstm-*' CAP_STEPS=0 FULL_SECONDS=540 bash benchmarks/gpu_wikitext2.sh $OUT
 #   PATTERN='mh-wikitext2-lstm-*' CAP_STEPS=0 FULL_SECONDS=300 bash benchmarks/gpu_wikitext2.sh $OUT
+# On an H100 (benchmarks/results/nvidia-h100, profile) the 6-model steps took
+# 7.7 ms (LSTM) and 10.6 ms (RNN) under the profiler: ~15 and ~21 min for 40
+# epochs, more than one session's device time. One experiment's three seeds
+# (PATTERN=mh-wikitext2-lstm-stable, say) train as a 3-model program; the
+# rows of later sessions append to the same results and the report merges them.
 set -uo pipefail
 OUT=${1:?usage: gpu_wikitext2.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -57,7 +62,12 @@ fi
 
 if [ "${FULL_SECONDS:-420}" = 0 ]; then log "FULL_SECONDS=0: no full sweep"; exit 0; fi
 log "full sweep, at most ${FULL_SECONDS:-420} s (resumable: rerun to continue)"
-timeout "${FULL_SECONDS:-420}" $PY -m seqbench sweep "$PATTERN" --seeds 3 --vmap \
+# --foreground: SIGTERM goes to the sweep alone, which checkpoints; signalling
+# its whole process group also killed a compiler JAX had started (`ptxas exited
+# with non-zero error code 15`, benchmarks/results/nvidia-h100), so the run
+# died with a traceback instead of checkpointing. -k: KILL if it is still
+# there 60 s later.
+timeout --foreground -k 60 "${FULL_SECONDS:-420}" $PY -m seqbench sweep "$PATTERN" --seeds 3 --vmap \
   --out "$WORK/wikitext2" 2>&1 | tail -n 30
 $PY -m seqbench report "$WORK/wikitext2" --plots --out "$WORK/wikitext2/report" 2>&1 | tail -n 20
 log "done"
