@@ -275,6 +275,30 @@ def test_project_updates_equals_projecting_after_each_step():
     opt.update(grads, state)
 
 
+@pytest.mark.parametrize("scheme", ["certified", "authors"])
+def test_equal_layers_projected_together_equal_each_alone(scheme):
+  # project_tree stacks layers with equal cells and shapes into one batched
+  # call; that must change nothing. Three RNN layers (two of one shape), two
+  # LSTMs and an unprojected head.
+  rnn, rnn_wide, lstm = sb.cells.RNN(6), sb.cells.RNN(9), sb.cells.LSTM(5)
+  keys = jax.random.split(jax.random.PRNGKey(4), 5)
+  scale = lambda t: jax.tree_util.tree_map(lambda a: 3.0 * a, t)  # well outside the ball
+  layers = [scale(rnn.init(keys[0], 4)), scale(rnn.init(keys[1], 4)),
+            scale(rnn_wide.init(keys[2], 4)), scale(lstm.init(keys[3], 6)),
+            scale(lstm.init(keys[4], 6))]
+  cells = {"layers": [rnn, rnn, rnn_wide, lstm, lstm], "head": None}
+  params = {"layers": layers, "head": jnp.ones((6, 2))}
+  lam = 1.0 if scheme == "authors" else 0.8
+  together = sb.stability.project_tree(cells, params, lam, scheme=scheme)
+  for cell, p, got in zip(cells["layers"], layers, together["layers"]):
+    alone = sb.stability.project_tree({"l": cell}, {"l": p}, lam, scheme=scheme)["l"]
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                           got, alone)
+    assert not all(jnp.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(got),
+                                                          jax.tree_util.tree_leaves(p)))
+  np.testing.assert_array_equal(together["head"], params["head"])
+
+
 @pytest.mark.parametrize("lam", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_lam_is_a_clear_error(lam):
   cell, params = make("rnn_tanh")
