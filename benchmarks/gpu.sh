@@ -52,6 +52,10 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 log() { echo "== $(date +%T) +$(( $(date +%s) - START ))s $*"; }
 # limit CAP: the step's own cap, cut to what is left before the deadline.
+# Steps run under `timeout --foreground -k 20`: SIGTERM reaches the Python
+# process alone (a training run then checkpoints), not a compiler JAX started
+# (signalling the group killed ptxas on an H100: "exited with non-zero error
+# code 15"); KILL follows 20 s later if it is still running.
 limit() {
   local left=$(( DEADLINE_S - ($(date +%s) - START) ))
   (( left < $1 )) && echo $(( left > 1 ? left : 1 )) || echo "$1"
@@ -62,7 +66,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$WOR
 $PY -c "import jax, flax, optax, torch; print(jax.__version__, jax.devices(), flax.__version__, optax.__version__, torch.__version__)"
 
 log "equality checks on the device (executors and conv forms vs reference paths)"
-timeout "$(limit 90)" $PY benchmarks/gpu_checks.py 2>&1 | tee "$WORK/gpu_checks.log"
+timeout --foreground -k 20 "$(limit 90)" $PY benchmarks/gpu_checks.py 2>&1 | tee "$WORK/gpu_checks.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "equality checks failed"; exit 1; }
 
 # The suites' caps: on an H200 (05d8e37) f32 was still in its T-scaling rows
@@ -71,23 +75,23 @@ timeout "$(limit 90)" $PY benchmarks/gpu_checks.py 2>&1 | tee "$WORK/gpu_checks.
 step_f32() {
   # F32_SCALING=0 leaves out the T-scaling sweep (it took >100 s on an H200).
   local scaling=""; [ "${F32_SCALING:-1}" = 0 ] && scaling="--no-scaling"
-  timeout "$(limit 300)" $PY -m seqbench bench --suite full --dtype f32 $scaling --out "$WORK/full_f32" 2>&1 \
+  timeout --foreground -k 20 "$(limit 300)" $PY -m seqbench bench --suite full --dtype f32 $scaling --out "$WORK/full_f32" 2>&1 \
     | tee "$WORK/full_f32.log" | tail -n 70
 }
 step_svt() {
   local dt
   for dt in float32 bfloat16; do
-    timeout "$(limit 75)" $PY benchmarks/scan_vs_truncated.py --preset gpu --dtype $dt --cells lstm \
+    timeout --foreground -k 20 "$(limit 75)" $PY benchmarks/scan_vs_truncated.py --preset gpu --dtype $dt --cells lstm \
       --chunks auto --inners unrolled,scan --floor --out "$WORK/svt" 2>&1 | tail -n 14
   done
 }
 step_tcn() {
   # The lax_conv forms are left out: 0.5-0.7 s per call and up to 54 s compile on an H200.
-  timeout "$(limit 60)" $PY benchmarks/tcn_forms.py --size gpu --forms shifted_matmul im2col shifted_output \
+  timeout --foreground -k 20 "$(limit 60)" $PY benchmarks/tcn_forms.py --size gpu --forms shifted_matmul im2col shifted_output \
     --out "$WORK/tcn" 2>&1 | tail -n 14
 }
 step_bf16() {
-  timeout "$(limit 160)" $PY -m seqbench bench --suite full --dtype bf16 --no-scaling --out "$WORK/full_bf16" 2>&1 \
+  timeout --foreground -k 20 "$(limit 160)" $PY -m seqbench bench --suite full --dtype bf16 --no-scaling --out "$WORK/full_bf16" 2>&1 \
     | tee "$WORK/full_bf16.log" | tail -n 45
 }
 step_wikitext2() {
@@ -96,24 +100,24 @@ step_wikitext2() {
     bash benchmarks/gpu_wikitext2.sh "$WORK/wikitext2_pack" 2>&1 | tee "$WORK/wikitext2.log" | tail -n 30
 }
 step_lm() {
-  timeout "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 \
+  timeout --foreground -k 20 "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 \
     --out "$WORK/lm_step" 2>&1 | tee "$WORK/lm_step.log" | tail -n 20
 }
 step_profile() {
-  timeout "$(limit 150)" $PY benchmarks/profile_steps.py --out "$WORK/profile_f32" 2>&1 \
+  timeout --foreground -k 20 "$(limit 150)" $PY benchmarks/profile_steps.py --out "$WORK/profile_f32" 2>&1 \
     | tee "$WORK/profile_f32.log" | tail -n 12
-  timeout "$(limit 60)" $PY benchmarks/profile_steps.py --dtype bfloat16 \
+  timeout --foreground -k 20 "$(limit 60)" $PY benchmarks/profile_steps.py --dtype bfloat16 \
     --targets lstm-scan,tcn,lstm-scan-long,lstm-truncated-long --out "$WORK/profile_bf16" 2>&1 \
     | tee "$WORK/profile_bf16.log" | tail -n 8
 }
 step_music() {
-  timeout "$(limit 180)" $PY -m seqbench sweep 'mh-nottingham-*' tcn-nottingham-tcn --seeds 3 --vmap \
+  timeout --foreground -k 20 "$(limit 180)" $PY -m seqbench sweep 'mh-nottingham-*' tcn-nottingham-tcn --seeds 3 --vmap \
     --set train.epochs=1 --set train.max_steps_per_epoch=100 --set train.max_eval_batches=5 \
     --out "$WORK/nottingham-capped" 2>&1 | tee "$WORK/nottingham-capped.log" | tail -n 12
   $PY scripts/estimate_full_run.py "$WORK/nottingham-capped" | tail -n 8
 }
 step_vmap() {
-  timeout "$(limit 120)" $PY benchmarks/vmap_training.py --groups 1,2,6 --out "$WORK/vmap" 2>&1 \
+  timeout --foreground -k 20 "$(limit 120)" $PY benchmarks/vmap_training.py --groups 1,2,6 --out "$WORK/vmap" 2>&1 \
     | tee "$WORK/vmap.log" | tail -n 20
 }
 
