@@ -226,6 +226,10 @@ def truncated(cell: Cell,
   if not isinstance(chunk_size, int) or chunk_size < 1:
     raise ValueError(f"truncated: chunk_size must be a positive integer, got {chunk_size!r}")
   u = cell.input_map(params, jnp.moveaxis(xs, -2, 0))
+  if k == 1:
+    # Every window is one step from the zero state: a single batched step.
+    _, ys = cell.recurrent_step(params, cell.initial_state(xs.shape[-2:-1] + xs.shape[:-2]), u)
+    return jnp.moveaxis(ys, 0, -2)
   run = _truncated_unrolled if inner == "unrolled" else _truncated_looped
   return jnp.moveaxis(run(cell, params, u, k, chunk_size, xs.shape[:-2], unroll), 0, -2)
 
