@@ -28,6 +28,8 @@
 #              whole group fits one session's device time
 #   lm         benchmarks/lm_step.py: the Wikitext-2 rows' vmapped train step,
 #              its projection and the scan unroll
+#   compile    the slowest-compiling suite steps (LRU parallel, WaveNet, TCN)
+#              with XLA's GEMM autotuning as is, off, and without Triton GEMMs
 #   profile    benchmarks/profile_steps.py: device busy time vs wall time and the
 #              top kernels of the steps that miss their targets (f32, then bf16
 #              for the suite steps)
@@ -115,6 +117,21 @@ step_music() {
     --set train.epochs=1 --set train.max_steps_per_epoch=100 --set train.max_eval_batches=5 \
     --out "$WORK/nottingham-capped" 2>&1 | tee "$WORK/nottingham-capped.log" | tail -n 12
   $PY scripts/estimate_full_run.py "$WORK/nottingham-capped" | tail -n 8
+}
+step_compile() {
+  # GPU compile time is mostly XLA's autotuning of its GEMM fusions (XLA:CPU
+  # compiles these steps in 1.3-2.7 s; an H100 took 5-11 s): the slowest
+  # steps with autotuning as is, off, and with cuBLAS instead of Triton GEMMs.
+  # (COMPILE_SUITE=tiny: a quick check of the step on a CPU.)
+  local flags name xf
+  for flags in "" "--xla_gpu_autotune_level=0" "--xla_gpu_enable_triton_gemm=false"; do
+    name=${flags#--}; name=${name%%=*}
+    # XLA reads a XLA_FLAGS that does not start with "--" as a file name.
+    xf="${XLA_FLAGS:-}${flags:+ $flags}"; xf=${xf# }
+    env ${xf:+XLA_FLAGS="$xf"} timeout --foreground -k 20 "$(limit 60)" $PY -m seqbench bench \
+      --suite ${COMPILE_SUITE:-full} --dtype f32 --no-scaling --no-accuracy --devices off --only "LRU,WaveNet,TCN" \
+      --out "$WORK/compile_${name:-default}" 2>&1 | grep -E "compile|^seqbench" | tail -n 12
+  done
 }
 step_vmap() {
   timeout --foreground -k 20 "$(limit 120)" $PY benchmarks/vmap_training.py --groups 1,2,6 --out "$WORK/vmap" 2>&1 \
