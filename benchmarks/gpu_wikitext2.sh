@@ -30,6 +30,8 @@
 # epochs, more than one session's device time. One experiment's three seeds
 # (PATTERN=mh-wikitext2-lstm-stable, say) train as a 3-model program; the
 # rows of later sessions append to the same results and the report merges them.
+# SEEDS=1 trains seed 0 alone; SEEDS=2 later adds seed 1 (the sweep skips the
+# runs it has rows for).
 set -uo pipefail
 OUT=${1:?usage: gpu_wikitext2.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -67,7 +69,7 @@ log "full sweep, at most ${FULL_SECONDS:-420} s (resumable: rerun to continue)"
 # with non-zero error code 15`, benchmarks/results/nvidia-h100), so the run
 # died with a traceback instead of checkpointing. -k: KILL if it is still
 # there 60 s later.
-timeout --foreground -k 60 "${FULL_SECONDS:-420}" $PY -m seqbench sweep "$PATTERN" --seeds 3 --vmap \
+timeout --foreground -k 60 "${FULL_SECONDS:-420}" $PY -m seqbench sweep "$PATTERN" --seeds "${SEEDS:-3}" --vmap \
   --out "$WORK/wikitext2" 2>&1 | tail -n 30
 $PY -m seqbench report "$WORK/wikitext2" --plots --out "$WORK/wikitext2/report" 2>&1 | tail -n 20
 log "done"
