@@ -88,7 +88,8 @@ def trunc_eval() -> list[Experiment]:
 _TRUNC_TRAIN_CPU_COST = {
     "rnn": ("6 models vmapped: k=1 12 min, k=2 14 min, k=4 19 min, k=8 27 min (measured); "
             "k=16 ~1.5 h (one capped epoch: 56 s)"),
-    "lstm": "unmeasured (the JSB LSTM scan rows took 45-75 min for 3 seeds vmapped)",
+    "lstm": ("6 models vmapped: k=1 ~45 min (25 s/epoch alone, measured); k >= 2 unmeasured "
+             "(the JSB LSTM scan rows took 45-75 min for 3 seeds vmapped)"),
 }
 
 
