@@ -28,6 +28,8 @@
 #              whole group fits one session's device time
 #   lm         benchmarks/lm_step.py: the Wikitext-2 rows' vmapped train step,
 #              its projection and the scan unroll
+#   gradforms  benchmarks/scan_grad_forms.py: the LSTM scan's gradient by autodiff
+#              vs with the recurrent weight's gradient as one GEMM, f32 and bf16
 #   compile    the slowest-compiling suite steps (LRU parallel, WaveNet, TCN)
 #              with XLA's GEMM autotuning as is, off, and without Triton GEMMs
 #   profile    benchmarks/profile_steps.py: device busy time vs wall time and the
@@ -117,6 +119,13 @@ step_music() {
     --set train.epochs=1 --set train.max_steps_per_epoch=100 --set train.max_eval_batches=5 \
     --out "$WORK/nottingham-capped" 2>&1 | tee "$WORK/nottingham-capped.log" | tail -n 12
   $PY scripts/estimate_full_run.py "$WORK/nottingham-capped" | tail -n 8
+}
+step_gradforms() {
+  local dt
+  for dt in float32 bfloat16; do
+    timeout --foreground -k 20 "$(limit 60)" $PY benchmarks/scan_grad_forms.py --size ${GRADFORMS_SIZE:-gpu} \
+      --dtype $dt --out "$WORK/scan_grad_forms" 2>&1 | tail -n 7
+  done
 }
 step_compile() {
   # GPU compile time is mostly XLA's autotuning of its GEMM fusions (XLA:CPU

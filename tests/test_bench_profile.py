@@ -102,3 +102,47 @@ def test_profile_steps_script_writes_a_table(tmp_path):
   assert "| lstm-scan | seqbench LSTM scan(unroll=8) train, B=8 T=16 H=16 |" in table
   with pytest.raises(SystemExit):
     script.main(["--targets", "no-such-step", "--out", str(tmp_path)])
+
+
+def _load_script(name):
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", name + ".py")
+  spec = importlib.util.spec_from_file_location(name, path)
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  return script
+
+
+def test_scan_grad_forms_agree_and_are_timed(tmp_path):
+  import json
+  script = _load_script("scan_grad_forms")
+  assert script.main(["--size", "tiny", "--unrolls", "1,2", "--n", "2", "--out", str(tmp_path)]) == 0
+  result = json.loads((tmp_path / "scan_grad_forms_tiny_float32.json").read_text())
+  assert result["max_difference"] < 1e-4
+  assert [(r["form"], r["unroll"]) for r in result["rows"]] == [
+      ("autodiff", 1), ("hoisted", 1), ("autodiff", 2), ("hoisted", 2)]
+  # The hoisted form's backward loop holds one GEMM per step, autodiff's two.
+  cfg = script.SIZES["tiny"]
+  _, params, xs = script._setup(cfg, jnp.float32)
+
+  def loop_dots(form):
+    # dot_generals per scan body in the gradient's jaxpr (the forward scan
+    # has one; autodiff's backward scan two, the hoisted one one).
+    counts = []
+
+    def walk(jaxpr):
+      for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "scan":
+          body = eqn.params["jaxpr"].jaxpr
+          counts.append(sum(e.primitive.name == "dot_general" for e in body.eqns))
+        for v in eqn.params.values():  # into jit and custom-VJP calls
+          inner = getattr(v, "jaxpr", None)
+          if inner is not None:
+            walk(getattr(inner, "jaxpr", inner))
+
+    walk(jax.make_jaxpr(jax.grad(script._loss(form, 1)))(params, xs).jaxpr)
+    return counts
+
+  assert max(loop_dots("autodiff")) == 2
+  assert max(loop_dots("hoisted")) == 1
