@@ -551,8 +551,9 @@ def project_tree(cells: Any, params: Any, lam: float, input_bound: float = 1.0,
   groups: dict = {}
   for i, (cell, p) in enumerate(zip(cell_leaves, layers)):
     if cell is not None:
-      shapes = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), p)
-      groups.setdefault((cell, jax.tree_util.tree_structure(p), str(shapes)), []).append(i)
+      leaves, structure = jax.tree_util.tree_flatten(p)
+      shapes = tuple((a.shape, jnp.dtype(a.dtype)) for a in leaves)
+      groups.setdefault((cell, structure, shapes), []).append(i)
   out = list(layers)
   for (cell, _, _), idx in groups.items():
     if len(idx) == 1:
