@@ -152,6 +152,16 @@ def test_l1_column_projection_equals_the_sort_based_projection(case):
   np.testing.assert_array_equal(both[0], out)
 
 
+def test_l1_column_projection_with_one_radius_per_column():
+  # How the LSTM/GRU projections call it: the fused gate kernel in one call.
+  w = jax.random.normal(jax.random.PRNGKey(4), (32, 4 * 16)) * 0.2
+  radii = (0.4, 0.16, 0.1, 0.4)
+  fused = sb.stability.project_l1_columns(w, jnp.repeat(jnp.asarray(radii), 16))
+  blocks = [sb.stability.project_l1_columns(b, r) for b, r in zip(jnp.split(w, 4, axis=-1), radii)]
+  np.testing.assert_allclose(np.asarray(fused), np.asarray(jnp.concatenate(blocks, -1)),
+                             atol=1e-7)
+
+
 def test_l1_column_projection_at_radius_zero_is_zero():
   w = jnp.array([[1.0, -2.0], [3.0, 0.5], [0.0, 1.0]])
   np.testing.assert_array_equal(np.asarray(sb.stability.project_l1_columns(w, 0.0)), 0)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.flatten_util
@@ -82,7 +82,7 @@ def _op_inf_norm(w: Array) -> Array:
 
 
 def project_l1_columns(w: Array, radius) -> Array:
-  r"""Project every column of ``w`` onto the l1 ball of ``radius``.
+  r"""Project every column of ``w`` onto the l1 ball of ``radius`` (a scalar, or one per column).
 
   The Euclidean projection onto :math:`\{\|w^\top\|_\infty \le r\}` decomposes
   into these independent column projections: soft-thresholding
@@ -169,6 +169,15 @@ def _shrink_l1_columns(w: Array, radius: Array, active: Array) -> Array:
   # one rescale removes what round-off left above it.
   shrunk_norms = jnp.sum(jnp.abs(shrunk), axis=0)
   return shrunk * jnp.minimum(1, radius / jnp.maximum(shrunk_norms, jnp.finfo(w.dtype).tiny))
+
+
+def _block_radii(radii: Sequence[float], w: Array) -> Array:
+  """One l1 radius per column of a fused gate kernel, from one per gate block.
+
+  The gate blocks are then projected in one call, one threshold search
+  (one loop) for all of them instead of one per block.
+  """
+  return jnp.repeat(jnp.asarray(radii, w.dtype), w.shape[-1] // len(radii))
 
 
 def _gate_blocks(w: Array, n: int):
@@ -453,13 +462,8 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
 def _(cell: LSTM, params, lam, input_bound=1.0):
   """Row-wise l1-ball projections onto the set of :func:`lstm_budget`."""
   bud = lstm_budget(lam, input_bound)
-  w_i, w_f, w_z, w_o = _gate_blocks(params["recurrent_kernel"], 4)
-  rec = jnp.concatenate([
-      project_l1_columns(w_i, bud.r_i),
-      project_l1_columns(w_f, bud.r_f),
-      project_l1_columns(w_z, bud.r_z),
-      project_l1_columns(w_o, bud.r_o),
-  ], axis=-1)
+  w = params["recurrent_kernel"]
+  rec = project_l1_columns(w, _block_radii((bud.r_i, bud.r_f, bud.r_z, bud.r_o), w))
   inp = params["input_kernel"]
   if math.isfinite(bud.r_uf):
     u_f = _gate_blocks(inp, 4)[1]
@@ -530,12 +534,8 @@ def _project_sum_cap(u: Array, v: Array, cap: float):
 def _(cell: GRU, params, lam, input_bound=1.0):
   """Projections onto the set of :func:`gru_budget`."""
   bud = gru_budget(lam, input_bound)
-  w_r, w_z, w_n = _gate_blocks(params["recurrent_kernel"], 3)
-  rec = jnp.concatenate([
-      project_l1_columns(w_r, bud.r_r),
-      project_l1_columns(w_z, bud.r_z),
-      project_l1_columns(w_n, bud.r_n),
-  ], axis=-1)
+  w = params["recurrent_kernel"]
+  rec = project_l1_columns(w, _block_radii((bud.r_r, bud.r_z, bud.r_n), w))
   inp = params["input_kernel"]
   if math.isfinite(bud.r_uz):
     inp = _replace_block(inp, 3, 1, project_l1_columns(_gate_blocks(inp, 3)[1], bud.r_uz))
