@@ -69,7 +69,7 @@ def test_vmap_shards_keep_each_group_on_one_host(n):
 
 def test_vmap_groups_join_variants_that_share_shapes():
   # (The λ grid keeps PyTorch's init: the same override puts the Table 1 rows on it.)
-  grid = sweep.build_grid(["mh-jsb-rnn-*", "mh-jsb-lstm-unstable", "lam-jsb-rnn"], 2,
+  grid = sweep.build_grid(["mh-jsb-rnn-*", "mh-jsb-lstm-unstable", "lam-jsb-rnn"], 1,
                           {"model.init_scheme": "pytorch"})
   groups = sweep.vmap_groups(grid, vmap=True)
   names = [sorted({p.experiment for p in g}) for g in groups]
@@ -86,6 +86,24 @@ def test_vmap_groups_join_variants_that_share_shapes():
   assert sorted(flat) == [p.index for p in grid]
   without = sweep.vmap_groups(grid, vmap=False)
   assert [[p.index] for p in grid] == [[p.index for p in g] for g in without]
+
+
+def test_vmap_groups_keep_seeds_together_unless_their_batches_differ_in_length():
+  # Pixel tasks: every seed's batch has one shape, so 3 seeds x 2 variants are one program.
+  pixel = sweep.build_grid(["tcn-smnist-*"], 3)
+  pixel_groups = sweep.vmap_groups(pixel, vmap=True)
+  by_exp = {}
+  for g in pixel_groups:
+    by_exp.setdefault(g[0].experiment, []).append(sorted(p.seed for p in g))
+  assert all(seeds == [[0, 1, 2]] for seeds in by_exp.values())
+  # Music: one shuffled piece per batch, so a group holds one seed's variants.
+  music = sweep.build_grid(["mh-nottingham-rnn-*"], 3)
+  groups = sweep.vmap_groups(music, vmap=True)
+  assert len(groups) == 3
+  for g in groups:
+    assert len({p.seed for p in g}) == 1
+    assert sorted(p.experiment for p in g) == ["mh-nottingham-rnn-stable",
+                                               "mh-nottingham-rnn-unstable"]
 
 
 def test_dry_run_shards_via_cli(capsys, tmp_path):

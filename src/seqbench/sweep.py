@@ -160,7 +160,9 @@ def vmap_groups(points: Sequence[GridPoint], vmap: bool,
   the seeds of an experiment, and also its variants that differ only in
   ``stable``, ``lam`` or ``lr`` (a Table 1 stable/unstable pair, a λ sweep).
   Small recurrent models leave the hardware mostly idle, so a group costs
-  little more than one run.
+  little more than one run. Where seeds give batches of different lengths
+  (music: :func:`seqbench.train.vmap_seeds_together`) each seed is its own
+  group, since one program would pad all to the longest.
   """
   if not vmap:
     return [[p] for p in points]
@@ -168,7 +170,8 @@ def vmap_groups(points: Sequence[GridPoint], vmap: bool,
   groups: dict[tuple, list[GridPoint]] = {}
   for p in points:
     exp = train_lib.resolve(p.experiment, dict(p.overrides), smoke)
-    groups.setdefault(train_lib.vmap_key(exp), []).append(p)
+    seed = () if train_lib.vmap_seeds_together(exp) else (p.seed,)
+    groups.setdefault((train_lib.vmap_key(exp),) + seed, []).append(p)
   return list(groups.values())
 
 
