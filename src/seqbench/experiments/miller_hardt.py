@@ -163,15 +163,14 @@ def nottingham(backbone: str, stable: bool) -> Experiment:
       title=(f"Miller & Hardt settings on Nottingham, {_BACKBONES[backbone]}, "
              f"{'stable' if stable else 'unstable'} (test frame NLL)"),
       task="nottingham", published=None, published_note="",
-      # Measured: 60-step capped runs extrapolated by scripts/estimate_full_run.py
-      # (benchmarks/results/cpu/nottingham-throughput).
-      # The 3-seed estimate scales the JSB group of 6 (RNN 32 min, LSTM 92 min for
-      # 13,807 frames per epoch) by Nottingham's 176,561 frames.
-      cost_cpu=(("~1.2 h" if backbone == "rnn" else "~1.8 h") + " training per "
-                "stable/unstable pair, one seed, 2 models vmapped (2-core CPU; extrapolated "
-                "from capped runs); 3 seeds vmapped: "
-                + ("~5-7 h" if backbone == "rnn" else "~15-20 h")
-                + " (scaled from the measured JSB group of 6)"),
+      # Measured 2026-11-27 (after the sort-free l1 projection): 150-200-step capped
+      # runs of the seed-0 stable/unstable pair, tokens/s excluding compilation
+      # (tanh-RNN 6,267, LSTM 3,769 per model), times 175,867 frames x 100 epochs.
+      # `sweep --vmap` trains music seeds as separate pairs (train.vmap_seeds_together).
+      cost_cpu=(("~50 min" if backbone == "rnn" else "~80 min") + " of training per "
+                "stable/unstable pair (one seed, 2 models vmapped, 2-core CPU; from capped "
+                "runs), so ~" + ("2.5" if backbone == "rnn" else "4") + " h for 3 seeds, "
+                "plus evaluation"),
       cost_gpu="~30 min (estimate; batch 1 is latency bound)",
       group="mh-music",
       notes=("The authors' JSB settings (poly_music, SGD 1e-2, clip 1, batch 1, 100 epochs) "
