@@ -126,7 +126,8 @@ _JSB_CPU_COST = {
     ("rnn", False): "~6 min (3 seeds vmapped: 334 s)",
     ("rnn", True): "~15-30 min (one run alone: 7-16 s/epoch; the SVD clip every step)",
     ("lstm", False): "~45 min (3 seeds vmapped, on a shared CPU)",
-    ("lstm", True): "~60-75 min (3 seeds vmapped: 35-45 s/epoch; the l1 projection every step)",
+    ("lstm", True): ("~60-75 min (3 seeds vmapped: 35-45 s/epoch, measured before the l1 "
+                     "projection lost its sort, which cut the JSB LSTM λ group's step 4.4x)"),
 }
 
 

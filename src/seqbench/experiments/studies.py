@@ -93,6 +93,15 @@ _TRUNC_TRAIN_CPU_COST = {
 }
 
 
+#: The λ sweep on the 2-core CPU: one seed, the 6 λ vmapped, 100 epochs
+#: (benchmarks/results/cpu/lam-sweep, wall time of the group).
+_LAM_CPU_COST = {
+    "rnn": "~27 min for all 6 λ vmapped, one seed (1,632 s measured)",
+    "lstm": ("~38 min for all 6 λ vmapped, one seed (2,288 s measured, with tests sharing the "
+             "CPU at times; a step of the 6: 66 ms)"),
+}
+
+
 def _pytorch_init(exp: Experiment) -> Experiment:
   # The study grids ran (benchmarks/results/cpu/trunc-train, lam-sweep) before the
   # authors' poly_music init became the Table 1 rows' (models.INIT_SCHEMES); they
@@ -119,7 +128,8 @@ def grids() -> dict[str, Grid]:
                                    "train.eval_ks": tuple(sorted({k, KS[-1]}))}) for k in KS),
           title=f"Truncation study (b): {base.title}, trained as truncated(k)")
     base = _pytorch_init(miller_hardt.jsb(backbone, True))
-    base = dataclasses.replace(base, group="lam-sweep", published=None, published_note="")
+    base = dataclasses.replace(base, group="lam-sweep", published=None, published_note="",
+                               cost_cpu=_LAM_CPU_COST[backbone])
     name = f"lam-jsb-{backbone}"
     out[name] = Grid(
         name=name, base=base,
