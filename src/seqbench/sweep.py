@@ -19,8 +19,9 @@ so re-running the same command after a SIGKILL skips what is done, resumes the
 run that was in progress, and loses at most the steps since its last
 checkpoint. ``--vmap`` trains the pending runs that share shapes and settings together in
 one compiled program (:func:`vmap_groups`: the seeds of an experiment and its
-stable/unstable or λ variants; :func:`seqbench.train.run_experiments_vmapped`,
-equal to separate runs); then a kill loses at most the group in progress.
+stable/unstable or λ variants -- for music tasks one seed's variants;
+:func:`seqbench.train.run_experiments_vmapped`, equal to separate runs); then a
+kill loses at most the group in progress.
 
 Exit status: 0 when every run of the shard has a row; 1 when some run failed
 (missing data, a config the task rejects -- the others still run); 2 for bad
@@ -256,7 +257,7 @@ def _parser() -> argparse.ArgumentParser:
                  help="override a config field in every run (as seqbench train)")
   p.add_argument("--vmap", action="store_true",
                  help=("train runs that differ only in seed, stable, lam or lr together "
-                       "(vmap over models)"))
+                       "(vmap over models; for music tasks, only runs with the same seed)"))
   p.add_argument("--dry-run", action="store_true",
                  help="print the shard's grid (index, run_id, done/pending) and run nothing")
   p.add_argument("--progress", action="store_true", help="per-run progress bars on stderr")
