@@ -88,8 +88,11 @@ def trunc_eval() -> list[Experiment]:
 _TRUNC_TRAIN_CPU_COST = {
     "rnn": ("6 models vmapped: k=1 12 min, k=2 14 min, k=4 19 min, k=8 27 min (measured); "
             "k=16 ~1.5 h (one capped epoch: 56 s)"),
-    "lstm": ("6 models vmapped: k=1 ~45 min (25 s/epoch alone, measured); k >= 2 unmeasured "
-             "(the JSB LSTM scan rows took 45-75 min for 3 seeds vmapped)"),
+    "lstm": ("k=1 ~45 min as 6 models vmapped (25 s/epoch alone, measured, sort-based "
+             "projection). Since then (sort-free projection; music seeds as separate pairs), "
+             "capped runs give per pair 3.5 / 4.1 / 5.3 / 10.2 / 18.5 s of training per epoch at "
+             "k = 1 / 2 / 4 / 8 / 16, i.e. for 3 seeds x 100 epochs ~18 / 21 / 27 / 51 / 93 min "
+             "plus evaluation"),
 }
 
 
