@@ -3,8 +3,8 @@
 Every executor against the reference path on *this* device (GPU kernels can
 differ from CPU ones): scan vs a Python loop over ``step``; truncated(k) vs
 restarting the recurrence k steps back; truncated(k >= T) vs scan; parallel vs
-scan for the LRU; every TCN/WaveNet ``conv_impl`` against each other and
-``stream_step`` against ``apply``. Matmuls run at "highest" precision here so
+scan for the LRU; the RNN and LSTM projections; every TCN/WaveNet
+``conv_impl`` against each other and ``stream_step`` against ``apply``. Matmuls run at "highest" precision here so
 that a TF32 rounding difference is not mistaken for a bug. Exit status 1 on
 any failure.
 """
@@ -41,6 +41,21 @@ def loop(cell, params, xs, k=None):
   return jnp.stack(ys, 1)
 
 
+def sorted_l1_projection(w, radii):
+  """Each column of ``w`` onto the l1 ball of its radius, by sorting (float64)."""
+  w = np.asarray(w, np.float64)
+  out = w.copy()
+  for j in range(w.shape[1]):
+    v, r = np.abs(w[:, j]), radii[j]
+    if v.sum() <= r:
+      continue
+    s = np.sort(v)[::-1]
+    c = np.cumsum(s)
+    rho = np.flatnonzero(s - (c - r) / np.arange(1, len(v) + 1) > 0)[-1] + 1
+    out[:, j] = np.sign(w[:, j]) * np.maximum(v - (c[rho - 1] - r) / rho, 0)
+  return out
+
+
 def main():
   print("device:", jax.devices()[0].device_kind)
   key = jax.random.PRNGKey(0)
@@ -70,6 +85,17 @@ def main():
     projected = jax.jit(jax.vmap(lambda p: sb.stability.project(rnn, p, 1.0)))(batch)
     check("RNN projection, spectral norm after vs 1",
           jnp.max(jnp.linalg.norm(projected["recurrent_kernel"], ord=2, axis=(-2, -1))), 1.0)
+    # The LSTM projection (l1-ball threshold search, a while loop) on the
+    # device, the Wikitext-2 LSTM group's shape, against Duchi et al.'s sort in
+    # float64 on the host.
+    lstm = sb.cells.LSTM(200)
+    batch = jax.vmap(lambda k: lstm.init(k, 200))(jax.random.split(key, 6))
+    projected = jax.jit(jax.vmap(lambda p: sb.stability.project(lstm, p, 1.0)))(batch)
+    bud = sb.stability.lstm_budget(1.0)
+    radii = np.repeat([bud.r_i, bud.r_f, bud.r_z, bud.r_o], 200)
+    check("LSTM projection vs sorted l1 projection (host)", projected["recurrent_kernel"],
+          np.stack([sorted_l1_projection(np.asarray(w), radii)
+                    for w in batch["recurrent_kernel"]]), tol=1e-5)
     xs_c = jax.random.normal(key, (2, 70, 8), jnp.float32)
     for net_cls in (sb.convnets.TCN, sb.convnets.WaveNet):
       ref_net = net_cls(16, 4, kernel_size=3)
