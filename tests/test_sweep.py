@@ -89,7 +89,7 @@ def test_vmap_groups_join_variants_that_share_shapes():
 
 
 def test_vmap_groups_keep_seeds_together_unless_their_batches_differ_in_length():
-  # Pixel tasks: every seed's batch has one shape, so 3 seeds x 2 variants are one program.
+  # Pixel tasks: every seed's batch has one shape, so each experiment's 3 seeds are one program.
   pixel = sweep.build_grid(["tcn-smnist-*"], 3)
   pixel_groups = sweep.vmap_groups(pixel, vmap=True)
   by_exp = {}
