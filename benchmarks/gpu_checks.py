@@ -4,9 +4,9 @@ Every executor against the reference path on *this* device (GPU kernels can
 differ from CPU ones): scan vs a Python loop over ``step``; truncated(k) vs
 restarting the recurrence k steps back; truncated(k >= T) vs scan; parallel vs
 scan for the LRU; the RNN and LSTM projections; every TCN/WaveNet
-``conv_impl`` against each other and ``stream_step`` against ``apply``. Matmuls run at "highest" precision here so
-that a TF32 rounding difference is not mistaken for a bug. Exit status 1 on
-any failure.
+``conv_impl`` against each other and ``stream_step`` against ``apply``.
+Matmuls run at "highest" precision here so that a TF32 rounding difference is
+not mistaken for a bug. Exit status 1 on any failure.
 """
 
 import sys
