@@ -31,7 +31,7 @@
 #   gradforms  benchmarks/scan_grad_forms.py: the LSTM scan's gradient by autodiff
 #              vs with the recurrent weight's gradient as one GEMM, f32 and bf16
 #   compile    the slowest-compiling suite steps (LRU parallel, WaveNet, TCN)
-#              with XLA's GEMM autotuning as is, off, and without Triton GEMMs
+#              with the autotune cache cold, warm, and with autotuning off
 #   profile    benchmarks/profile_steps.py: device busy time vs wall time and the
 #              top kernels of the steps that miss their targets (f32, then bf16
 #              for the suite steps)
@@ -129,17 +129,24 @@ step_gradforms() {
 }
 step_compile() {
   # GPU compile time is mostly XLA's autotuning of its GEMM fusions (XLA:CPU
-  # compiles these steps in 1.3-2.7 s; an H100 took 5-11 s): the slowest
-  # steps with autotuning as is, off, and with cuBLAS instead of Triton GEMMs.
+  # compiles these steps in 1.3-2.7 s). On an H200 (b9f166d) autotuning off
+  # cut the WaveNet train step's compile from 7.2 to 3.4 s but made it run 8.8x
+  # slower; the per-fusion autotune cache that `seqbench` now keeps made a
+  # second process compile it in 2.4 s at full speed. So: a cold cache, the
+  # same cache warm, and autotuning off without a cache.
   # (COMPILE_SUITE=tiny: a quick check of the step on a CPU.)
-  local flags name xf
-  for flags in "" "--xla_gpu_autotune_level=0" "--xla_gpu_enable_triton_gemm=false"; do
-    name=${flags#--}; name=${name%%=*}
-    # XLA reads a XLA_FLAGS that does not start with "--" as a file name.
-    xf="${XLA_FLAGS:-}${flags:+ $flags}"; xf=${xf# }
-    env ${xf:+XLA_FLAGS="$xf"} timeout --foreground -k 20 "$(limit 60)" $PY -m seqbench bench \
-      --suite ${COMPILE_SUITE:-full} --dtype f32 --no-scaling --no-accuracy --devices off --only "LRU,WaveNet,TCN" \
-      --out "$WORK/compile_${name:-default}" 2>&1 | grep -E "compile|^seqbench" | tail -n 12
+  local atc="$WORK/autotune_cache" run xf
+  local -a vars
+  for run in cold warm off; do
+    vars=(SEQBENCH_AUTOTUNE_CACHE="$atc")
+    if [ $run = off ]; then
+      # XLA reads a XLA_FLAGS that does not start with "--" as a file name.
+      xf="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"; xf=${xf# }
+      vars=(XLA_FLAGS="$xf" SEQBENCH_AUTOTUNE_CACHE=off)
+    fi
+    env "${vars[@]}" timeout --foreground -k 20 "$(limit 60)" $PY -m seqbench bench \
+      --suite ${COMPILE_SUITE:-full} --dtype f32 --no-scaling --no-accuracy --devices off \
+      --only "LRU,WaveNet,TCN" --out "$WORK/compile_$run" 2>&1 | grep -E "compile|^seqbench" | tail -n 12
   done
 }
 step_vmap() {

@@ -16,9 +16,10 @@
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl \
 #     datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19
 # WikiText-2 itself ships inside the package (src/seqbench/data/).
-# The capped step ran on an H200 (benchmarks/results/nvidia-h200/wikitext2-capped);
-# the full step has not run on a GPU yet. On CPU, FULL_SECONDS=60 and a small cap
-# go through both steps.
+# The capped step ran on an H200 (benchmarks/results/nvidia-h200/wikitext2-capped),
+# and the full step for one run: PATTERN=mh-wikitext2-lstm-stable SEEDS=1 CAP_STEPS=0,
+# 525 s for 40 epochs over two calls (nvidia-h200/wikitext2_b9f166d). On CPU,
+# FULL_SECONDS=60 and a small cap go through both steps.
 #
 # The LSTM group alone in one session, over two calls on the same warm machine
 # (the work folder, .gpu_work/, stays there between calls; `timeout`'s SIGTERM

@@ -6,7 +6,8 @@
 Reads every ``benchmarks/results/<device>/**/bench.jsonl`` (rows of
 ``seqbench bench``; also ``bench.partial.jsonl``, the rows a run wrote before it
 stopped, marked "partial run") and ``scan_vs_truncated_*.json``, and writes
-the issue-6 headline ratios between the ``perf-table`` markers of README.md.
+the issue-6 headline ratios between the ``perf-table`` markers of README.md,
+and each bench run's slowest compile between the ``compile-table`` markers.
 A truncated row is compared with the fastest full scan of its run (the issue's
 target is "vs full scan", and a faster scan is the harder baseline). Numbers
 are never typed into the README by hand.
@@ -22,6 +23,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
+COMPILE_START, COMPILE_END = "<!-- compile-table:start -->", "<!-- compile-table:end -->"
+AUTOTUNE_CACHE_FLAG = "--xla_gpu_per_fusion_autotune_cache_dir"
 
 
 def _rows(path):
@@ -44,21 +47,32 @@ def _ratio(rows, model, executor, mode, baseline):
   return base["median_ms"] / row["median_ms"], row["median_ms"], base["median_ms"]
 
 
+def _other_flags(meta) -> str:
+  """XLA flags of the run besides the autotune cache (which changes no timing)."""
+  return " ".join(f for f in meta.get("xla_flags", "").split()
+                  if not f.startswith(AUTOTUNE_CACHE_FLAG))
+
+
+def _bench_paths(root):
+  return sorted(p for name in ("bench.jsonl", "bench.partial.jsonl")
+                for p in glob.glob(os.path.join(root, "benchmarks/results/*/**", name),
+                                   recursive=True))
+
+
 def table(root: str = ROOT) -> str:
   lines = ["| device | dtype | comparison (same run) | seqbench ms | baseline ms | speed-up | source |",
            "|---|---|---|---:|---:|---:|---|"]
   # Baselines by model name: torch's LSTM is cuDNN on GPU and ATen on CPU.
   lstm_torch = ("torch nn.LSTM", None)
   tcn_torch = ("torch TCN", None)
-  paths = [p for name in ("bench.jsonl", "bench.partial.jsonl")
-           for p in glob.glob(os.path.join(root, "benchmarks/results/*/**", name), recursive=True)]
-  for path in sorted(paths):
+  for path in _bench_paths(root):
     rows = _rows(path)
     if not rows:
       continue
     meta = rows[0]["meta"]
     rel = os.path.relpath(path, root)
     partial = " (partial run)" if path.endswith(".partial.jsonl") else ""
+    flags = f" [XLA_FLAGS `{_other_flags(meta)}`]" if _other_flags(meta) else ""
     checks = [
         ("LSTM train step, scan(unroll=8) vs torch nn.LSTM", "seqbench LSTM", "scan(unroll=8)",
          "train", lstm_torch),
@@ -71,8 +85,8 @@ def table(root: str = ROOT) -> str:
     for label, model, executor, mode, baseline in checks:
       got = _ratio(rows, model, executor, mode, baseline)
       if got:
-        lines.append(f"| {meta['device_kind']} | {meta['dtype']} | {label} | {got[1]:.2f} | "
-                     f"{got[2]:.2f} | {got[0]:.2f}x | `{rel}`{partial} |")
+        lines.append(f"| {meta['device_kind']} | {meta['dtype']} | {label}{flags} | "
+                     f"{got[1]:.2f} | {got[2]:.2f} | {got[0]:.2f}x | `{rel}`{partial} |")
   for path in sorted(glob.glob(os.path.join(root, "benchmarks/results/*/**/scan_vs_truncated_*.json"),
                                recursive=True)):
     with open(path) as f:
@@ -90,12 +104,48 @@ def table(root: str = ROOT) -> str:
   return "\n".join(lines)
 
 
-def render(readme: str, body: str) -> str:
-  if START not in readme or END not in readme:
-    raise SystemExit(f"README.md has no {START} ... {END} markers")
-  head, rest = readme.split(START, 1)
-  _, tail = rest.split(END, 1)
-  return f"{head}{START}\n{body}\n{END}{tail}"
+def _cache_state(meta) -> str:
+  if "autotune_level=0" in _other_flags(meta):
+    return "autotuning off"
+  state = meta.get("xla_autotune_cache")
+  if state is not None:
+    return f"warm ({state['entries']} entries)" if state["entries"] else "cold (empty)"
+  if AUTOTUNE_CACHE_FLAG in meta.get("xla_flags", ""):
+    return "set (state not recorded)"
+  return "none"
+
+
+def compile_table(root: str = ROOT) -> str:
+  """Each bench run's slowest seqbench compile (issue 6: < 5 s, stretch < 2 s)."""
+  lines = ["| device | dtype | autotune cache | slowest compile | step | steps over 5 s | source |",
+           "|---|---|---|---:|---|---:|---|"]
+  for path in _bench_paths(root):
+    rows = [r for r in _rows(path) if r.get("framework") == "jax" and "compile_s" in r
+            and r.get("sweep") is None]
+    if not rows:
+      continue
+    meta, rel = rows[0]["meta"], os.path.relpath(path, root)
+    partial = " (partial run)" if path.endswith(".partial.jsonl") else ""
+    worst = max(rows, key=lambda r: r["compile_s"])
+    over = sum(r["compile_s"] >= 5.0 for r in rows)
+    lines.append(f"| {meta['device_kind']} | {meta['dtype']} | {_cache_state(meta)} | "
+                 f"{worst['compile_s']:.2f} s | "
+                 f"{worst['model']} {worst['executor']} {worst['mode']} | "
+                 f"{over} of {len(rows)} | `{rel}`{partial} |")
+  return "\n".join(lines)
+
+
+def _replace(readme: str, start: str, end: str, body: str) -> str:
+  if start not in readme or end not in readme:
+    raise SystemExit(f"README.md has no {start} ... {end} markers")
+  head, rest = readme.split(start, 1)
+  _, tail = rest.split(end, 1)
+  return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def render(readme: str, body: str, compile_body: str) -> str:
+  readme = _replace(readme, START, END, body)
+  return _replace(readme, COMPILE_START, COMPILE_END, compile_body)
 
 
 def main(argv=None) -> int:
@@ -105,10 +155,10 @@ def main(argv=None) -> int:
   path = os.path.join(ROOT, "README.md")
   with open(path) as f:
     readme = f.read()
-  new = render(readme, table())
+  new = render(readme, table(), compile_table())
   if args.check:
     if new != readme:
-      print("README.md performance table is out of date: run python scripts/perf_table.py",
+      print("README.md performance tables are out of date: run python scripts/perf_table.py",
             file=sys.stderr)
       return 1
     return 0

@@ -284,14 +284,18 @@ def bench_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("bench")
   cmd = [sys.executable, "-m", "seqbench", "bench", "--suite", "tiny", "--device", "cpu",
          "--only", "LSTM truncated,flax,TCN", "--cpu-devices", "2", "--out", str(out)]
-  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(out))
+  # Its own cache home: the command adds XLA's GPU autotune cache under it.
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", "SEQBENCH_AUTOTUNE_CACHE")}
+  env["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=str(out), env=env)
   assert proc.returncode == 0, proc.stderr[-4000:]
   rows = [json.loads(line) for line in (out / "bench.jsonl").read_text().splitlines()]
-  return out, proc.stdout, rows
+  return out, proc.stdout, rows, env["XDG_CACHE_HOME"]
 
 
 def test_end_to_end_writes_rows_report_and_plot(bench_run):
-  out, _, rows = bench_run
+  out, _, rows, _ = bench_run
   assert sorted(os.listdir(out)) == ["REPORT.md", "bench.jsonl", "throughput_vs_T.png"]
   assert (out / "throughput_vs_T.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   report = (out / "REPORT.md").read_text()
@@ -304,7 +308,7 @@ def test_end_to_end_writes_rows_report_and_plot(bench_run):
 
 
 def test_end_to_end_jsonl_schema(bench_run):
-  _, _, rows = bench_run
+  _, _, rows, cache_home = bench_run
   main = [r for r in rows if "sweep" not in r]
   assert {r["mode"] for r in main} == {"train", "forward", "stream"}
   # torch rows join when torch is importable (`make bench` installs it; `make test` does not).
@@ -319,6 +323,9 @@ def test_end_to_end_jsonl_schema(bench_run):
     assert META_KEYS <= set(r["meta"]), META_KEYS - set(r["meta"])
     assert r["meta"]["versions"]["jax"] and r["meta"]["platform"] == "cpu"
     assert r["meta"]["device_count"] == 2 and r["meta"]["matmul_precision"]
+    cache_dir = os.path.join(cache_home, "seqbench", "xla-autotune")
+    assert f"--xla_gpu_per_fusion_autotune_cache_dir={cache_dir}" in r["meta"]["xla_flags"]
+    assert r["meta"]["xla_autotune_cache"]["dir"] == cache_dir
     assert r["tokens_per_s"] > 0 and r["min_ms"] <= r["median_ms"]
     assert len(r["times_ms"]) == r["n"] == 2
   for r in main:
@@ -339,7 +346,7 @@ def test_end_to_end_jsonl_schema(bench_run):
 
 
 def test_end_to_end_stdout_table_has_one_line_per_row(bench_run):
-  _, stdout, rows = bench_run
+  _, stdout, rows, _ = bench_run
   lines = stdout.splitlines()
   head = lines.index("| model | executor | mode | median ms | min ms | k tokens/s | compile s "
                      "| vs baseline | baseline |")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from seqbench import compile_cache
+
 USAGE = """usage: seqbench COMMAND [ARGS]
 
 commands:
@@ -64,6 +66,8 @@ def main(argv=None) -> int:
     print(f"seqbench: unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}",
           file=sys.stderr)
     return 2
+  # Before any JAX backend starts: XLA reads its flags once.
+  compile_cache.enable()
   try:
     return command(argv[1:])
   except BrokenPipeError:  # e.g. `seqbench list | head`: the reader left

@@ -17,6 +17,8 @@ from typing import Optional
 
 import jax
 
+from seqbench import compile_cache
+
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "datasets", "torch")
 
 
@@ -91,6 +93,8 @@ def run_metadata(dtype: str = "float32") -> dict:
       "dtype": dtype,
       "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      # Whether GPU compile times here reused an earlier process's autotuning.
+      "xla_autotune_cache": compile_cache.state(os.environ.get("XLA_FLAGS", "")),
   }
 
 
