@@ -21,18 +21,22 @@
 # 525 s for 40 epochs over two calls (nvidia-h200/wikitext2_b9f166d). On CPU,
 # FULL_SECONDS=60 and a small cap go through both steps.
 #
-# The LSTM group alone in one session, over two calls on the same warm machine
+# The LSTM rows in one session, over two calls on the same warm machine
 # (the work folder, .gpu_work/, stays there between calls; `timeout`'s SIGTERM
 # makes the run checkpoint the step it is at):
-#   PATTERN='mh-wikitext2-lstm-*' CAP_STEPS=0 FULL_SECONDS=540 bash benchmarks/gpu_wikitext2.sh $OUT
-#   PATTERN='mh-wikitext2-lstm-*' CAP_STEPS=0 FULL_SECONDS=300 bash benchmarks/gpu_wikitext2.sh $OUT
-# On an H100 (benchmarks/results/nvidia-h100, profile) the 6-model steps took
-# 7.7 ms (LSTM) and 10.6 ms (RNN) under the profiler: ~15 and ~21 min for 40
-# epochs, more than one session's device time. One experiment's three seeds
-# (PATTERN=mh-wikitext2-lstm-stable, say) train as a 3-model program; the
-# rows of later sessions append to the same results and the report merges them.
-# SEEDS=1 trains seed 0 alone; SEEDS=2 later adds seed 1 (the sweep skips the
-# runs it has rows for).
+#   PATTERN='mh-wikitext2-lstm-*' SEEDS=1 CAP_STEPS=0 FULL_SECONDS=490 bash benchmarks/gpu_wikitext2.sh $OUT
+#   PATTERN='mh-wikitext2-lstm-*' SEEDS=1 CAP_STEPS=0 FULL_SECONDS=200 bash benchmarks/gpu_wikitext2.sh $OUT
+# That glob is seed 0 of the unstable, the certified stable and the
+# authors'-update stable LSTM (mh-wikitext2-lstm-stable-authors), one vmapped
+# program. DONE_FROM=DIR first copies a committed results folder's rows into
+# the work folder, so that the sweep skips the runs done there: with
+# DONE_FROM=benchmarks/results/nvidia-h200/wikitext2_b9f166d (the certified
+# stable LSTM, seed 0) the program holds the other two, the next run to make.
+# On one H200 (b9f166d) a single LSTM took 525 s for 40 epochs (~3.3 ms a
+# step) and the 6-model program stepped in ~5.9 ms, so 2-3 models should take
+# ~8-10 min. The RNN group of 6 (~19 min) does not fit
+# one session. SEEDS=2 later adds seed 1 (the sweep skips the runs it has rows
+# for); rows of later sessions append to the same results, which the report merges.
 set -uo pipefail
 OUT=${1:?usage: gpu_wikitext2.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -45,19 +49,24 @@ mkdir -p "$WORK"
 trap 'tar czf "$OUT/wikitext2_results.tgz" --exclude=checkpoints -C "$WORK" .' EXIT
 trap 'exit 143' TERM INT
 PY=${PYTHON:-python3}
+if [ -n "${DONE_FROM:-}" ] && [ ! -e "$WORK/wikitext2/results.jsonl" ]; then
+  mkdir -p "$WORK/wikitext2/curves"
+  cp "$DONE_FROM/results.jsonl" "$WORK/wikitext2/" || exit 1
+  cp "$DONE_FROM"/curves/*.json "$WORK/wikitext2/curves/" 2>/dev/null
+fi
 . benchmarks/carried_wheels.sh
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 CAP_STEPS=${CAP_STEPS:-200}
-# Which rows: all four by default; PATTERN='mh-wikitext2-lstm-*' runs the LSTM
-# group alone (~12 min of training on an H200, so it can finish within one
-# session over two calls on the same warm machine; the RNN group, ~19 min, cannot).
-PATTERN=${PATTERN:-'mh-wikitext2-*'}
+# Which rows: the four of Table 1 by default (the globs leave out the
+# *-stable-authors variants); PATTERN holds one or more globs, split on spaces.
+PATTERN=${PATTERN:-'mh-wikitext2-*-stable mh-wikitext2-*-unstable'}
+read -ra PATTERNS <<< "$PATTERN"
 log() { echo "== $(date +%T) $*"; }
 
 # CAP_STEPS=0 skips the capped sweep (a second call that only resumes the full one).
 if [ "$CAP_STEPS" != 0 ]; then
   log "capped sweep: 1 epoch x $CAP_STEPS steps per run, for the cost estimate"
-  timeout "${CAP_TIMEOUT:-240}" $PY -m seqbench sweep "$PATTERN" --seeds "${SEEDS:-3}" --vmap \
+  timeout "${CAP_TIMEOUT:-240}" $PY -m seqbench sweep "${PATTERNS[@]}" --seeds "${SEEDS:-3}" --vmap \
     --set train.epochs=1 --set train.max_steps_per_epoch="$CAP_STEPS" --set train.max_eval_batches=20 \
     --out "$WORK/wikitext2-capped" 2>&1 | tail -n 20
   $PY scripts/estimate_full_run.py "$WORK/wikitext2-capped"
@@ -70,7 +79,7 @@ log "full sweep, at most ${FULL_SECONDS:-420} s (resumable: rerun to continue)"
 # with non-zero error code 15`, benchmarks/results/nvidia-h100), so the run
 # died with a traceback instead of checkpointing. -k: KILL if it is still
 # there 60 s later.
-timeout --foreground -k 60 "${FULL_SECONDS:-420}" $PY -m seqbench sweep "$PATTERN" --seeds "${SEEDS:-3}" --vmap \
+timeout --foreground -k 60 "${FULL_SECONDS:-420}" $PY -m seqbench sweep "${PATTERNS[@]}" --seeds "${SEEDS:-3}" --vmap \
   --out "$WORK/wikitext2" 2>&1 | tail -n 30
 $PY -m seqbench report "$WORK/wikitext2" --plots --out "$WORK/wikitext2/report" 2>&1 | tail -n 20
 log "done"

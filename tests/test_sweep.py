@@ -88,6 +88,17 @@ def test_vmap_groups_join_variants_that_share_shapes():
   assert [[p.index] for p in grid] == [[p.index for p in g] for g in without]
 
 
+def test_vmap_groups_join_the_projection_schemes_of_a_row():
+  # Wikitext-2 LSTM: unstable, stable (certified) and stable by the authors'
+  # update differ only in stable/projection, so each seed's three are one program.
+  grid = sweep.build_grid(["mh-wikitext2-lstm-*"], 2)
+  groups = sweep.vmap_groups(grid, vmap=True)
+  assert len(groups) == 1
+  assert sorted({p.experiment for p in groups[0]}) == [
+      "mh-wikitext2-lstm-stable", "mh-wikitext2-lstm-stable-authors",
+      "mh-wikitext2-lstm-unstable"]
+
+
 def test_vmap_groups_keep_seeds_together_unless_their_batches_differ_in_length():
   # Pixel tasks: every seed's batch has one shape, so each experiment's 3 seeds are one program.
   pixel = sweep.build_grid(["tcn-smnist-*"], 3)

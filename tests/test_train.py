@@ -91,7 +91,7 @@ def test_projection_after_every_step_on_all_layers(backbone):
     return
   # Without the projection the same steps leave the stable set (the check bites).
   trainer.proj_index = [-1]
-  trainer.lams = ()
+  trainer.proj_specs = ()
   trainer._compile()
   state = trainer._init_state()
   for batch in trainer.data.batches("train", train=True, seed=0, epoch=0):
@@ -212,6 +212,31 @@ def test_vmapped_runs_equal_separate_runs(tmp_path):
   # Each member projected for its own λ only (the projection is gathered by λ).
   assert vm[2]["certified_bound"] <= 0.5 * (1 + 1e-5) < vm[1]["certified_bound"]
   assert vm[1]["certified_bound"] <= 0.9 * (1 + 1e-5) < vm[0]["certified_bound"]
+
+
+def test_vmapped_mixed_projection_schemes_equal_separate_runs(tmp_path):
+  # One program holding an unstable, a certified and an authors'-update LSTM
+  # (2 layers): each member gets its own scheme, as when it trains alone.
+  common = {**TINY_JSB, "train.epochs": 2, "model.layers": 2}
+  specs = [("mh-jsb-lstm-unstable", 0, common), ("mh-jsb-lstm-stable", 0, common),
+           ("mh-jsb-lstm-stable", 0, {**common, "train.projection": "authors"})]
+  vm = train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path / "vmap"), smoke=True,
+                                         progress=False)
+  for (name, seed, overrides), row in zip(specs, vm):
+    sep = train_lib.run_experiment(name, seed=seed, out_dir=str(tmp_path / "sep"), smoke=True,
+                                   overrides=overrides, progress=False)
+    for key in ("valid_metric", "test_metric"):
+      np.testing.assert_allclose(row[key], sep[key], rtol=2e-5, err_msg=key)
+    assert (row["certified_bound"] is None) == (sep["certified_bound"] is None)
+    if row["certified_bound"] is not None:
+      np.testing.assert_allclose(row["certified_bound"], sep["certified_bound"], rtol=2e-5)
+    assert row["config"]["train"]["projection"] == overrides.get("train.projection", "certified")
+  # The certified member is inside its set. The authors' update leaves layer 1
+  # and the biases free, so, like the unstable LSTM's, its bound is infinite
+  # (a row's non-finite number is written as null).
+  assert vm[1]["certified_bound"] <= 1 + 1e-5
+  assert vm[0]["certified_bound"] is None and vm[2]["certified_bound"] is None
+  assert vm[2]["test_metric"] != vm[1]["test_metric"]
 
 
 def test_vmapped_rejects_different_shapes(tmp_path):

@@ -159,7 +159,8 @@ def vmap_groups(points: Sequence[GridPoint], vmap: bool,
   Without ``vmap`` every run is its own group. With it, all points whose
   resolved experiments share :func:`seqbench.train.vmap_key` form one group:
   the seeds of an experiment, and also its variants that differ only in
-  ``stable``, ``lam`` or ``lr`` (a Table 1 stable/unstable pair, a λ sweep).
+  ``stable``, ``lam``, ``projection`` or ``lr`` (a Table 1 stable/unstable
+  pair, a λ sweep).
   Small recurrent models leave the hardware mostly idle, so a group costs
   little more than one run. Where seeds give batches of different lengths
   (music: :func:`seqbench.train.vmap_seeds_together`) each seed is its own
@@ -256,8 +257,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config field in every run (as seqbench train)")
   p.add_argument("--vmap", action="store_true",
-                 help=("train runs that differ only in seed, stable, lam or lr together "
-                       "(vmap over models; for music tasks, only runs with the same seed)"))
+                 help=("train runs that differ only in seed, stable, lam, projection or lr "
+                       "together (vmap over models; for music tasks, only runs with the same "
+                       "seed)"))
   p.add_argument("--dry-run", action="store_true",
                  help="print the shard's grid (index, run_id, done/pending) and run nothing")
   p.add_argument("--progress", action="store_true", help="per-run progress bars on stderr")

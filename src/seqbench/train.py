@@ -468,18 +468,12 @@ class _Trainer:
     self.metric = self.task.metric
     self.tx = make_optimizer(self.t)
     self.cells_tree = self.model.cells_tree()
-    # What the stable variants project: every recurrent layer, or only the
-    # first, as the authors' code did (weight_hh_l0).
-    self.projected_tree = self.cells_tree
-    if self.t.projection == "authors" and self.cells_tree["backbone"]:
-      layers = self.cells_tree["backbone"]
-      self.projected_tree = {**self.cells_tree,
-                             "backbone": layers[:1] + [None] * (len(layers) - 1)}
-    # Per-model projection: index into `self.lams`, -1 = not projected.
-    stable_lams = sorted({m.exp.train.lam for m in members if m.exp.train.stable})
-    self.lams = tuple(stable_lams)
-    self.proj_index = [self.lams.index(m.exp.train.lam) if m.exp.train.stable else -1
-                       for m in members]
+    # Per-model projection: an index into `self.proj_specs`, the (λ, scheme)
+    # pairs of the stable members; -1 = not projected.
+    self.proj_specs = tuple(sorted({(m.exp.train.lam, m.exp.train.projection)
+                                    for m in members if m.exp.train.stable}))
+    self.proj_index = [self.proj_specs.index((m.exp.train.lam, m.exp.train.projection))
+                       if m.exp.train.stable else -1 for m in members]
     self.shared_data = (not self.data.seeded) or len({m.seed for m in members}) == 1
     self.ckpt_dir = os.path.join(out_dir, "checkpoints",
                                  members[0].run_id if self.m == 1 else
@@ -505,27 +499,36 @@ class _Trainer:
 
   # ------------------------------------------------------------ functions
 
+  def _projected_tree(self, scheme: str):
+    """What a scheme projects: every recurrent layer, or only the first, as
+    the authors' code did (``weight_hh_l0``)."""
+    layers = self.cells_tree["backbone"]
+    if scheme != "authors" or not layers:
+      return self.cells_tree
+    return {**self.cells_tree, "backbone": layers[:1] + [None] * (len(layers) - 1)}
+
+  def _project_one(self, params, lam: float, scheme: str):
+    return stability.project_tree(self._projected_tree(scheme), params, lam,
+                                  self.t.input_bound, scheme)
+
   def _project(self, params, proj_index: int):
-    """One model's params projected for its λ (``proj_index`` into ``lams``; -1: none)."""
+    """One model's params projected by its spec (``proj_index`` into ``proj_specs``; -1: none)."""
     if proj_index < 0:
       return params
-    return stability.project_tree(self.projected_tree, params, self.lams[proj_index],
-                                  self.t.input_bound, self.t.projection)
+    return self._project_one(params, *self.proj_specs[proj_index])
 
   def _project_members(self, params):
-    """A vmapped group's params, each member projected for its own λ.
+    """A vmapped group's params, each member projected for its own λ and scheme.
 
-    Members are gathered by λ with static indices and only they are projected
+    Members are gathered by (λ, scheme) with static indices and only they are projected
     (a vmapped select would run every λ's projection for every member, the
     unstable ones included: the projection -- an eigendecomposition or an
     l1-ball sort per step -- is what a stable run's step costs).
     """
-    for j, lam in enumerate(self.lams):
+    for j, (lam, scheme) in enumerate(self.proj_specs):
       idx = np.flatnonzero(np.asarray(self.proj_index) == j)
       sub = jax.tree_util.tree_map(lambda a: a[idx], params)
-      sub = jax.vmap(lambda p: stability.project_tree(self.projected_tree, p, lam,
-                                                      self.t.input_bound,
-                                                      self.t.projection))(sub)
+      sub = jax.vmap(lambda p, lam=lam, scheme=scheme: self._project_one(p, lam, scheme))(sub)
       params = jax.tree_util.tree_map(lambda a, b: a.at[idx].set(b), params, sub)
     return params
 
@@ -603,8 +606,7 @@ class _Trainer:
       params = self.model.init(init_key)
       # Start inside the stable set (the projection is part of the model).
       if mem.exp.train.stable:
-        params = stability.project_tree(self.projected_tree, params, mem.exp.train.lam,
-                                        self.t.input_bound, self.t.projection)
+        params = self._project_one(params, mem.exp.train.lam, mem.exp.train.projection)
       with jax.numpy_dtype_promotion("standard"):
         opt = _set_lr(self.tx.init(params), mem.exp.train.lr)
       states.append({
@@ -1073,15 +1075,16 @@ def run_experiment(experiment, *, seed: int = 0, out_dir: str,
 
 
 #: Fields that may differ between the members of a vmapped group.
-VMAP_VARIABLE_FIELDS = ("stable", "lam", "lr")
+VMAP_VARIABLE_FIELDS = ("stable", "lam", "projection", "lr")
 
 
 def vmap_key(experiment) -> tuple:
   """What must be equal for two resolved experiments to train in one vmapped program.
 
   Everything but the name and :data:`VMAP_VARIABLE_FIELDS` (``train.stable``,
-  ``train.lam``, ``train.lr``): the stable and unstable variants of a row, or
-  the points of a λ sweep, share this key; seeds never enter it.
+  ``train.lam``, ``train.projection``, ``train.lr``): the stable and unstable
+  variants of a row (under either projection scheme), or the points of a λ
+  sweep, share this key; seeds never enter it.
   """
   train = tuple((f.name, getattr(experiment.train, f.name))
                 for f in dataclasses.fields(experiment.train)
