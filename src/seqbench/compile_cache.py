@@ -78,8 +78,8 @@ def enable(environ: MutableMapping[str, str] = os.environ) -> Optional[str]:
 def state(xla_flags: str) -> Optional[dict]:
   """For result rows: the cache directory and how many entries it holds now.
 
-  A row measured with entries already there reused earlier autotuning, so its
-  compile time is the warm one.
+  ``seqbench bench`` takes it at the start of a run: a run that found entries
+  there reused earlier autotuning, so its compile times are the warm ones.
   """
   path = flag_dir(xla_flags)
   if path is None:

@@ -93,7 +93,8 @@ def run_metadata(dtype: str = "float32") -> dict:
       "dtype": dtype,
       "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      # Whether GPU compile times here reused an earlier process's autotuning.
+      # Whether GPU compile times here reused an earlier process's autotuning
+      # (entries when this was taken: a bench run's start, a training run's end).
       "xla_autotune_cache": compile_cache.state(os.environ.get("XLA_FLAGS", "")),
   }
 
