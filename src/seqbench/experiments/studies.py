@@ -64,9 +64,9 @@ def trunc_eval() -> list[Experiment]:
   out = []
   for make, task, cost_cpu, cost_gpu in (
       (miller_hardt.jsb, "jsb", "the Table 1 run + ~5 min of truncated evaluation",
-       "~10 min"),
+       "~10 min (estimate, not measured on a GPU)"),
       (miller_hardt.wikitext2, "wikitext2", "days (the truncated test pass costs k x a scan)",
-       "~10 min + the Table 1 run")):
+       "~10 min + the Table 1 run (estimate, not measured on a GPU)")):
     for backbone in ("rnn", "lstm"):
       for stable in (False, True):
         base = make(backbone, stable)
@@ -82,17 +82,18 @@ def trunc_eval() -> list[Experiment]:
   return out
 
 
-#: Study (b) on the 2-core CPU, 100 epochs, one vmapped group of stable + unstable x 3 seeds
-#: per k (benchmarks/results/cpu/trunc-train). At batch 1 the step is latency bound, so the
-#: cost grows far slower than k up to k = 8.
+#: Study (b) on the 2-core CPU, 100 epochs (benchmarks/results/cpu/trunc-train): the RNN
+#: as one vmapped group of stable + unstable x 3 seeds per k, the LSTM as one stable +
+#: unstable pair per seed. At batch 1 the step is latency bound, so the cost grows far
+#: slower than k up to k = 8.
 _TRUNC_TRAIN_CPU_COST = {
     "rnn": ("6 models vmapped: k=1 12 min, k=2 14 min, k=4 19 min, k=8 27 min (measured); "
             "k=16 ~1.5 h (one capped epoch: 56 s)"),
     "lstm": ("k=1 ~45 min as 6 models vmapped (25 s/epoch alone, measured, sort-based "
              "projection). Since then (sort-free projection; music seeds as separate pairs), "
-             "capped runs give per pair 3.5 / 4.1 / 5.3 / 10.2 / 18.5 s of training per epoch at "
-             "k = 1 / 2 / 4 / 8 / 16, i.e. for 3 seeds x 100 epochs ~18 / 21 / 27 / 51 / 93 min "
-             "plus evaluation"),
+             "full runs alone took per stable/unstable pair 196-223 / 346-365 / 600-636 s at "
+             "k = 2 / 4 / 8 (measured), i.e. ~11 / ~18 / ~31 min for 3 seeds; k = 16 ~1 h for "
+             "3 seeds (extrapolated from capped runs, 18.5 s of training per epoch per pair)"),
 }
 
 
@@ -119,7 +120,7 @@ def grids() -> dict[str, Grid]:
       base = _pytorch_init(miller_hardt.jsb(backbone, stable))
       base = dataclasses.replace(base, group="trunc-train", published=None, published_note="",
                                  cost_cpu=_TRUNC_TRAIN_CPU_COST[backbone],
-                                 cost_gpu="~10-20 min")
+                                 cost_gpu="~10-20 min (estimate, not measured on a GPU)")
       name = f"trunc-train-jsb-{backbone}-{_variant(stable)}"
       out[name] = Grid(
           name=name, base=base,
