@@ -169,14 +169,14 @@ def nottingham(backbone: str, stable: bool) -> Experiment:
       title=(f"Miller & Hardt settings on Nottingham, {_BACKBONES[backbone]}, "
              f"{'stable' if stable else 'unstable'} (test frame NLL)"),
       task="nottingham", published=None, published_note="",
-      # Measured 2026-11-27 (after the sort-free l1 projection): 150-200-step capped
-      # runs of the seed-0 stable/unstable pair, tokens/s excluding compilation
-      # (tanh-RNN 6,267, LSTM 3,769 per model), times 175,867 frames x 100 epochs.
-      # `sweep --vmap` trains music seeds as separate pairs (train.vmap_seeds_together).
-      cost_cpu=(("~50 min" if backbone == "rnn" else "~80 min") + " of training per "
-                "stable/unstable pair (one seed, 2 models vmapped, 2-core CPU; from capped "
-                "runs), so ~" + ("2.5" if backbone == "rnn" else "4") + " h for 3 seeds, "
-                "plus evaluation"),
+      # Full runs in benchmarks/results/cpu/repro, wall time per stable/unstable pair
+      # (`sweep --vmap` trains music seeds as separate pairs, train.vmap_seeds_together).
+      # The LSTM's capped runs had predicted ~80 min a pair; the full ones took 34 min.
+      cost_cpu=(("45-60 min per stable/unstable pair (measured: 2,675-3,567 s, the longest "
+                 "with CI sharing the CPU), so ~2.5 h for 3 seeds"
+                 if backbone == "rnn" else
+                 "~34 min per stable/unstable pair (measured: 1,997-2,057 s alone), so ~1.7 h "
+                 "for 3 seeds") + " (2 models vmapped, 2-core CPU)"),
       cost_gpu="~30 min (estimate; batch 1 is latency bound)",
       group="mh-music",
       notes=("The authors' JSB settings (poly_music, SGD 1e-2, clip 1, batch 1, 100 epochs) "
