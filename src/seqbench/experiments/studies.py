@@ -92,9 +92,8 @@ _TRUNC_TRAIN_CPU_COST = {
     "lstm": ("k=1 ~45 min as 6 models vmapped (25 s/epoch alone, measured, sort-based "
              "projection). Since then (sort-free projection; music seeds as separate pairs), "
              "full runs alone took per stable/unstable pair 196-223 / 346-365 / 600-636 s at "
-             "k = 2 / 4 / 8 (measured), i.e. ~11 / ~18 / ~31 min for 3 seeds. k = 16: capped runs "
-             "give 18.5 s of training per epoch per pair, ~93 min for 3 seeds; full runs at "
-             "k = 8 took ~60 % of their capped estimate, so expect ~1 h"),
+             "k = 2 / 4 / 8, and 1,379 s at k = 16 (measured), i.e. ~11 / ~18 / ~31 / ~70 min "
+             "for 3 seeds"),
 }
 
 
