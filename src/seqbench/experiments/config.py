@@ -152,6 +152,11 @@ class TrainConfig:
       raise ConfigError(f"train.eval_ks must be positive integers, got {self.eval_ks}")
 
 
+#: Appended to a ``cost_gpu`` that is a guess: no run of that experiment has
+#: been timed on a GPU, and ``seqbench list`` should not read as if one had.
+GPU_COST_UNMEASURED = " (estimate, not measured on a GPU)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
   """One named run configuration (one published row, or one grid point).

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from seqbench.experiments.config import Experiment, TrainConfig
+from seqbench.experiments.config import GPU_COST_UNMEASURED, Experiment, TrainConfig
 from seqbench.models import ModelConfig
 
 _BACKBONES = {"rnn": "tanh-RNN", "lstm": "LSTM"}
@@ -118,7 +118,7 @@ def ptb_char(backbone: str, stable: bool) -> Experiment:
       published=PTB_CHAR_PUBLISHED[(backbone, stable)],
       published_note="paper.md §5: UNVERIFIED recollection, low confidence",
       cost_cpu="days (3-layer 1000-unit LSTM; GPU only)",
-      cost_gpu="~30-60 min (estimate, not measured on a GPU)",
+      cost_gpu="~30-60 min" + GPU_COST_UNMEASURED,
       group="mh-table1",
       notes=("Settings reconstructed (no author code): awd-lstm-lm's char-PTB recipe "
              "(3 layers, emb 200, hidden 1000, Adam 2e-3, BPTT 150, batch 128) without "

@@ -23,7 +23,7 @@ import dataclasses
 from typing import Any, Mapping
 
 from seqbench.experiments import miller_hardt
-from seqbench.experiments.config import Experiment, apply_overrides
+from seqbench.experiments.config import GPU_COST_UNMEASURED, Experiment, apply_overrides
 
 #: The window lengths of the truncation studies.
 KS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -64,9 +64,9 @@ def trunc_eval() -> list[Experiment]:
   out = []
   for make, task, cost_cpu, cost_gpu in (
       (miller_hardt.jsb, "jsb", "the Table 1 run + ~5 min of truncated evaluation",
-       "~10 min (estimate, not measured on a GPU)"),
+       "~10 min" + GPU_COST_UNMEASURED),
       (miller_hardt.wikitext2, "wikitext2", "days (the truncated test pass costs k x a scan)",
-       "~10 min + the Table 1 run (estimate, not measured on a GPU)")):
+       "~10 min + the Table 1 run" + GPU_COST_UNMEASURED)):
     for backbone in ("rnn", "lstm"):
       for stable in (False, True):
         base = make(backbone, stable)
@@ -120,7 +120,7 @@ def grids() -> dict[str, Grid]:
       base = _pytorch_init(miller_hardt.jsb(backbone, stable))
       base = dataclasses.replace(base, group="trunc-train", published=None, published_note="",
                                  cost_cpu=_TRUNC_TRAIN_CPU_COST[backbone],
-                                 cost_gpu="~10-20 min (estimate, not measured on a GPU)")
+                                 cost_gpu="~10-20 min" + GPU_COST_UNMEASURED)
       name = f"trunc-train-jsb-{backbone}-{_variant(stable)}"
       out[name] = Grid(
           name=name, base=base,

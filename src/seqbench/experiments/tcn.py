@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from seqbench.experiments.config import Experiment, TrainConfig, options_tuple
+from seqbench.experiments.config import GPU_COST_UNMEASURED, Experiment, TrainConfig, options_tuple
 from seqbench.models import ModelConfig
 
 #: Published Table 1 in the units of seqbench's metrics (lower is better except
@@ -45,10 +45,6 @@ _UNITS = {"smnist": "accuracy", "pmnist": "accuracy", "adding": "MSE",
           "ptb-word": "perplexity", "ptb-char": "bpc"}
 
 _NAMES = {"tcn": "TCN", "lstm": "LSTM", "gru": "GRU", "rnn": "tanh-RNN"}
-
-#: No Table 1 row of Bai et al. has run on a GPU here: the GPU costs are guesses,
-#: and the listing says so.
-_GPU_COST_UNMEASURED = " (estimate, not measured on a GPU)"
 
 # JSB and Nottingham share the poly_music script and so its settings, read in
 # locuslab/TCN TCN/poly_music/music_test.py: Adam 1e-3, 100 epochs, one
@@ -203,7 +199,7 @@ def experiment(task: str, backbone: str) -> Experiment:
       published=published,
       published_note=("Bai et al. 2018, Table 1" + (" (given there in %)"
                                                     if task in ("smnist", "pmnist") else "")),
-      cost_cpu=spec["cost_cpu"], cost_gpu=spec["cost_gpu"] + _GPU_COST_UNMEASURED, group="tcn-table1",
+      cost_cpu=spec["cost_cpu"], cost_gpu=spec["cost_gpu"] + GPU_COST_UNMEASURED, group="tcn-table1",
       notes=spec["notes"] + ("" if backbone == "tcn" else
                              " Recurrent baseline settings are ours (unreleased by the paper)."))
 
