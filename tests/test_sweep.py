@@ -1,5 +1,6 @@
 """Sweeps: grid as data, shard partitioning, resume after SIGKILL, bad input."""
 
+import io
 import json
 import os
 import signal
@@ -234,3 +235,24 @@ def test_sigterm_stops_the_sweep_with_a_checkpoint_and_no_later_run(tmp_path):
   done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=180)
   assert done.returncode == 0 and "resuming" in done.stderr
   assert len(_results(out)) == 2
+
+
+def test_the_commit_is_read_before_the_sweep_writes_its_log(monkeypatch, tmp_path):
+  # `seqbench sweep ... >> results/DIR/sweep.log`: once the sweep has printed
+  # its first line, git sees that tracked log as changed. The rows must record
+  # the tree as it was when the command started, not as its own log left it.
+  from seqbench import provenance
+  log = io.StringIO()
+  monkeypatch.delenv("SEQBENCH_GIT_SHA", raising=False)
+  monkeypatch.setattr(sys, "stdout", log)
+  monkeypatch.setattr(provenance, "_git", lambda *a: "a" * 40 if a[0] == "rev-parse" else (
+      " M benchmarks/results/x/sweep.log" if log.getvalue() else ""))
+  seen = []
+  monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: seen.append(provenance.git_state()) or 0)
+  provenance.git_state.cache_clear()
+  try:
+    assert sweep.sweep_main(["tcn-adding-tcn", "--out", str(tmp_path)]) == 0
+  finally:
+    provenance.git_state.cache_clear()
+  assert log.getvalue().startswith("seqbench sweep: 1 runs")
+  assert seen == [{"git_sha": "a" * 40, "git_dirty": False}]

@@ -39,6 +39,7 @@ import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+from seqbench import provenance
 from seqbench.experiments import EXPERIMENTS, GRIDS, ConfigError, match, parse_set_args
 
 
@@ -289,6 +290,11 @@ def sweep_main(argv=None) -> int:
       print(f"{p.index}\t{p.run_id}\t{'done' if p.run_id in done else 'pending'}\t"
             f"{p.experiment}\tseed={p.seed}" + (f"\t{ov}" if ov else ""))
     return 0
+  # Read the commit before this command writes anything. A sweep's output is
+  # often appended to a tracked log in its results folder (`>> sweep.log`);
+  # read after its first line, git would show that log as changed and every
+  # row would say git_dirty. (git_state is cached: the trainers reuse this.)
+  provenance.git_state()
   os.makedirs(args.out, exist_ok=True)
   print(f"seqbench sweep: {len(points)} runs (shard {i}/{n}) -> "
         f"{os.path.join(args.out, 'results.jsonl')}", flush=True)
