@@ -83,16 +83,16 @@ def trunc_eval() -> list[Experiment]:
 
 
 #: Study (b) on the 2-core CPU, 100 epochs (benchmarks/results/cpu/trunc-train): the RNN
-#: as one vmapped group of stable + unstable x 3 seeds per k, the LSTM as one stable +
-#: unstable pair per seed. At batch 1 the step is latency bound, so the cost grows far
+#: as one vmapped group of stable + unstable x 3 seeds per k up to 8, the LSTM (and the
+#: RNN at k = 16, run after music seeds were split) as one stable + unstable pair per seed. At batch 1 the step is latency bound, so the cost grows far
 #: slower than k up to k = 8.
 _TRUNC_TRAIN_CPU_COST = {
     "rnn": ("6 models vmapped: k=1 12 min, k=2 14 min, k=4 19 min, k=8 27 min (measured); "
-            "k=16 ~1.5 h (one capped epoch: 56 s)"),
+            "k=16 as one pair per seed: 581-590 s a pair, 29 min for 3 seeds (measured)"),
     "lstm": ("k=1 ~45 min as 6 models vmapped (25 s/epoch alone, measured, sort-based "
              "projection). Since then (sort-free projection; music seeds as separate pairs), "
              "full runs alone took per stable/unstable pair 196-223 / 346-365 / 600-636 s at "
-             "k = 2 / 4 / 8, and 1,379 s at k = 16 (measured), i.e. ~11 / ~18 / ~31 / ~70 min "
+             "k = 2 / 4 / 8, and 1,353-1,467 s at k = 16 (measured), i.e. ~11 / ~18 / ~31 / ~70 min "
              "for 3 seeds"),
 }
 
