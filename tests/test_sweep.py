@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from seqbench import sweep
+from seqbench import provenance, sweep
 from seqbench.experiments import ConfigError
 
 from helpers import signal_when
@@ -241,7 +241,6 @@ def test_the_commit_is_read_before_the_sweep_writes_its_log(monkeypatch, tmp_pat
   # `seqbench sweep ... >> results/DIR/sweep.log`: once the sweep has printed
   # its first line, git sees that tracked log as changed. The rows must record
   # the tree as it was when the command started, not as its own log left it.
-  from seqbench import provenance
   log = io.StringIO()
   monkeypatch.delenv("SEQBENCH_GIT_SHA", raising=False)
   monkeypatch.setattr(sys, "stdout", log)

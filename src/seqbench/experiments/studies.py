@@ -83,9 +83,10 @@ def trunc_eval() -> list[Experiment]:
 
 
 #: Study (b) on the 2-core CPU, 100 epochs (benchmarks/results/cpu/trunc-train): the RNN
-#: as one vmapped group of stable + unstable x 3 seeds per k up to 8, the LSTM (and the
-#: RNN at k = 16, run after music seeds were split) as one stable + unstable pair per seed. At batch 1 the step is latency bound, so the cost grows far
-#: slower than k up to k = 8.
+#: as one vmapped group of stable + unstable x 3 seeds per k up to 8; the LSTM, and the
+#: RNN at k = 16 (run after music seeds were split), as one stable + unstable pair per
+#: seed. At batch 1 the step is latency bound, so the cost grows far slower than k up to
+#: k = 8.
 _TRUNC_TRAIN_CPU_COST = {
     "rnn": ("6 models vmapped: k=1 12 min, k=2 14 min, k=4 19 min, k=8 27 min (measured); "
             "k=16 as one pair per seed: 581-590 s a pair, 29 min for 3 seeds (measured)"),
