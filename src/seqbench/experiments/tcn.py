@@ -75,8 +75,8 @@ _TASKS = {
         rnn_hidden={"lstm": 130, "gru": 150, "rnn": 260},
         train=TrainConfig(optimizer="adam", lr=2e-3, clip=1.0, epochs=10, batch_size=32,
                           eval_batch_size=100),
-        cost_cpu=("one seed alone: TCN 2,639 s, GRU 2,591 s, tanh-RNN 2,030 s (measured); "
-                  "LSTM ~55 min (a 100-step capped run: 96,000 tokens/s)"), cost_gpu="~5 min",
+        cost_cpu=("one seed alone (measured): TCN 2,639 s, GRU 2,591 s, tanh-RNN 2,030 s, "
+                  "LSTM ~50 min (~295 s an epoch)"), cost_gpu="~5 min",
         notes=("Adam 2e-3 (the paper's default optimiser; add_test's own default lr is 4e-3, "
                "anchors.md); epochs 10, batch 32 (add_test defaults, UNVERIFIED); clip 1."),
     ),
@@ -87,8 +87,9 @@ _TASKS = {
         rnn_hidden={"lstm": 60, "gru": 70, "rnn": 120},
         train=TrainConfig(optimizer="rmsprop", lr=5e-4, clip=1.0, epochs=50, batch_size=32,
                           eval_batch_size=100),
-        cost_cpu=("TCN ~75 min alone (measured: 4,500 s, ~90 s/epoch); RNNs ~2-6 h "
-                  "(313 steps/epoch x 50 epochs, T=1020)"), cost_gpu="~10 min",
+        cost_cpu=("TCN ~75 min alone (measured: 4,500 s, ~90 s/epoch); RNN/GRU/LSTM "
+                  "~25/30/30 min of training (100-step capped runs: 342k/284k/287k "
+                  "tokens/s, 511M tokens) plus a test pass each epoch"), cost_gpu="~10 min",
         notes=("Symbols fed as one float channel, as the TCN code does; epochs 50, batch 32, "
                "10,000 training sequences (copy_memory/copymem_test.py). That script never "
                "zeroes its gradients (they accumulate over all steps) and defaults to "
