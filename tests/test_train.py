@@ -12,6 +12,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from seqbench import stability
@@ -376,3 +377,60 @@ def test_sigterm_checkpoints_at_the_current_step_and_the_rerun_resumes(tmp_path)
                                  smoke=True, overrides=sets, progress=False)
   for key in ("valid_metric", "test_metric", "epochs", "steps", "certified_bound"):
     assert rows[0][key] == ref[key], key
+
+
+def _carried_reference(grads, clip):
+  """copymem_test.py's order in plain numpy: clip .grad, backward adds g, step reads .grad."""
+  carried, seen = np.zeros_like(grads[0]), []
+  for g in grads:
+    norm = np.linalg.norm(carried)
+    if clip > 0 and norm > clip:
+      carried = carried * (clip / norm)
+    carried = carried + g
+    seen.append(carried.copy())
+  return seen
+
+
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_carried_gradients_match_a_loop_that_never_zeroes(clip):
+  rng = np.random.default_rng(0)
+  grads = [rng.normal(size=5).astype(np.float32) * s for s in (3.0, 0.1, 0.2, 2.0, 0.05)]
+  tx = train_lib.carried_gradients(clip)
+  # Two leaves, so the clip is the global norm over the tree.
+  params = {"a": jnp.zeros(2, jnp.float32), "b": jnp.zeros(3, jnp.float32)}
+  state = tx.init(params)
+  for g, want in zip(grads, _carried_reference(grads, clip)):
+    out, state = tx.update({"a": jnp.asarray(g[:2]), "b": jnp.asarray(g[2:])}, state)
+    got = np.concatenate([np.asarray(out["a"]), np.asarray(out["b"])])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert out["a"].dtype == jnp.float32
+
+
+def test_zero_grad_false_changes_the_optimiser_and_the_run_id():
+  grads = {"w": jnp.asarray([3.0, 4.0], jnp.float32)}  # norm 5
+  params = {"w": jnp.zeros(2, jnp.float32)}
+
+  def two_steps(t):
+    tx = train_lib.make_optimizer(t)
+    state, p = tx.init(params), params
+    for _ in range(2):
+      upd, state = tx.update(grads, state, p)
+      p = optax.apply_updates(p, upd)
+    return np.asarray(p["w"])
+
+  sgd = dict(optimizer="sgd", lr=0.1, clip=1.0)
+  # Zeroed: each step clipped to norm 1 -> 2 * 0.1 * (0.6, 0.8).
+  np.testing.assert_allclose(two_steps(TrainConfig(**sgd)), [-0.12, -0.16], rtol=1e-6)
+  # Never zeroed: g, then clip(g) + g = (0.6, 0.8) + (3, 4).
+  np.testing.assert_allclose(two_steps(TrainConfig(**sgd, zero_grad=False)),
+                             [-0.1 * (3 + 3.6), -0.1 * (4 + 4.8)], rtol=1e-6)
+  base = train_lib.resolve("tcn-copy-gru")
+  bug = train_lib.resolve("tcn-copy-gru", {"train.zero_grad": "false"})
+  assert bug.train.zero_grad is False
+  assert train_lib.run_id(bug, 0) != train_lib.run_id(base, 0)
+  # The committed copy GRU seed 0 (benchmarks/results/cpu/repro) keeps its id.
+  assert train_lib.run_id(base, 0) == "1b7b8c1615f02530"
+  with pytest.raises(train_lib.ConfigError, match="expected true or false"):
+    train_lib.resolve("tcn-copy-gru", {"train.zero_grad": "sometimes"})
+  with pytest.raises(train_lib.ConfigError, match="train.zero_grad must be true or false"):
+    TrainConfig(zero_grad=1)

@@ -195,7 +195,8 @@ IMPLEMENTATION_FIELDS = ("conv_impl", "checkpoint_seconds")
 
 #: ``seqbench.train.FIELDS_ADDED_LATER`` (a test keeps the two equal): a row
 #: written before such a setting existed ran with its default.
-FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3},
+FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3,
+                                 "zero_grad": True},
                       "model": {"init_scheme": "pytorch"}}
 
 

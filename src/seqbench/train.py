@@ -61,7 +61,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -194,7 +194,8 @@ _HASHED_AT_DEFAULT = {"eval_ks": ()}
 #: the default they are left out of a run's identity (so those runs keep their
 #: ids), and rows written before they existed read as having the default
 #: (``seqbench.report`` keeps an equal copy).
-FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3},
+FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3,
+                                 "zero_grad": True},
                       "model": {"init_scheme": "pytorch"}}
 
 
@@ -328,10 +329,57 @@ def _stack_batches(batches: Sequence[Mapping[str, np.ndarray]]) -> dict:
 # Optimiser.
 
 
+class CarriedGradientsState(NamedTuple):
+  """The gradient sum a PyTorch ``.grad`` holds when it is never zeroed."""
+  total: optax.Updates
+
+
+def carried_gradients(max_norm: float = 0.0) -> optax.GradientTransformation:
+  r"""Gradients that are never zeroed, clipped as ``copymem_test.py`` clips them.
+
+  A PyTorch loop without ``optimizer.zero_grad()`` accumulates every step's
+  gradient in ``.grad``; TCN's ``copy_memory/copymem_test.py`` (Bai et al.,
+  2018) also calls ``clip_grad_norm`` *before* ``backward``, so the clip
+  rescales the carried sum and the new gradient is added after it. The update
+  handed to the optimiser is
+
+  .. math::  a_t = \operatorname{clip}(a_{t-1}, c) + g_t, \qquad a_0 = 0,
+
+  with :math:`\operatorname{clip}(a, c) = a \min(1, c / \lVert a \rVert_2)`
+  (global norm) and no clip for :math:`c \le 0`. It is a momentum of 1 whose
+  memory is capped at norm :math:`c`: the step direction is dominated by past
+  gradients once :math:`\lVert g_t \rVert \ll c`.
+
+  Args:
+    max_norm: the clip :math:`c` (``TrainConfig.clip``); 0 = none.
+
+  Returns:
+    An optax transformation; chain the optimiser after it (and no other clip).
+  """
+
+  def init_fn(params):
+    return CarriedGradientsState(total=optax.tree.zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    carried = state.total
+    if max_norm > 0:
+      norm = optax.tree.norm(carried)
+      # Same rule as clip_by_global_norm; the where keeps a zero sum's scale finite.
+      scale = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
+      carried = jax.tree_util.tree_map(lambda a: (a * scale).astype(a.dtype), carried)
+    total = jax.tree_util.tree_map(jnp.add, carried, updates)
+    return total, CarriedGradientsState(total=total)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
 def _optimizer_factory(t: TrainConfig):
   def make(learning_rate):
     parts = []
-    if t.clip > 0:
+    if not t.zero_grad:
+      parts.append(carried_gradients(t.clip))
+    elif t.clip > 0:
       parts.append(optax.clip_by_global_norm(t.clip))
     momentum = t.momentum or None
     if t.optimizer == "sgd":

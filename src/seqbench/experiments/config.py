@@ -43,6 +43,11 @@ class TrainConfig:
     lr: initial learning rate.
     momentum: SGD / RMSprop momentum (0 = none).
     clip: global gradient-norm clip (0 = none).
+    zero_grad: ``False`` trains as a PyTorch loop that never calls
+      ``zero_grad`` (TCN ``copy_memory/copymem_test.py``): the step sees the
+      running sum of all gradients, and ``clip`` is applied to the carried sum
+      before the new gradient is added, as that script's order does
+      (:func:`seqbench.train.carried_gradients`). Only for reproducing it.
     loss_reduction: ``mean`` (the task's loss: mean over scored units) or
       ``sum`` (times the number of scored units in the batch: the TCN
       ``poly_music`` code, and so the authors' JSB code, minimise the NLL
@@ -98,6 +103,7 @@ class TrainConfig:
   lr: float = 1e-3
   momentum: float = 0.0
   clip: float = 0.0
+  zero_grad: bool = True
   loss_reduction: str = "mean"
   epochs: int = 10
   batch_size: int = 32
@@ -128,6 +134,8 @@ class TrainConfig:
     if self.optimizer not in OPTIMIZERS:
       raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, "
                         f"got {self.optimizer!r}")
+    if not isinstance(self.zero_grad, bool):
+      raise ConfigError(f"train.zero_grad must be true or false, got {self.zero_grad!r}")
     if self.loss_reduction not in ("mean", "sum"):
       raise ConfigError(
           f"train.loss_reduction must be 'mean' or 'sum', got {self.loss_reduction!r}")
