@@ -92,7 +92,8 @@ _TASKS = {
         notes=("Symbols fed as one float channel, as the TCN code does; epochs 50, batch 32, "
                "10,000 training sequences (copy_memory/copymem_test.py). That script never "
                "zeroes its gradients (they accumulate over all steps) and defaults to "
-               "dropout 0; seqbench zeroes them and uses Table 2's dropout 0.05."),
+               "dropout 0; seqbench zeroes them (--set train.zero_grad=false reproduces the "
+               "script) and uses Table 2's dropout 0.05."),
     ),
     "smnist": dict(
         options={},
