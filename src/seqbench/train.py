@@ -357,17 +357,14 @@ def carried_gradients(max_norm: float = 0.0) -> optax.GradientTransformation:
     An optax transformation; chain the optimiser after it (and no other clip).
   """
 
+  clip = optax.clip_by_global_norm(max_norm) if max_norm > 0 else optax.identity()
+
   def init_fn(params):
     return CarriedGradientsState(total=optax.tree.zeros_like(params))
 
   def update_fn(updates, state, params=None):
     del params
-    carried = state.total
-    if max_norm > 0:
-      norm = optax.tree.norm(carried)
-      # Same rule as clip_by_global_norm; the where keeps a zero sum's scale finite.
-      scale = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
-      carried = jax.tree_util.tree_map(lambda a: (a * scale).astype(a.dtype), carried)
+    carried, _ = clip.update(state.total, clip.init(state.total))  # both stateless
     total = jax.tree_util.tree_map(jnp.add, carried, updates)
     return total, CarriedGradientsState(total=total)
 
