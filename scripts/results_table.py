@@ -1,0 +1,97 @@
+"""Generate the README's reproduction table from committed training results.
+
+    python scripts/results_table.py           # rewrite the table in README.md
+    python scripts/results_table.py --check   # exit 1 if README.md is out of date
+
+Reads ``results.jsonl`` of each folder in :data:`RESULT_DIRS` through
+``seqbench.report`` (the code behind ``seqbench report``) and writes, between the
+``results-table`` markers of README.md, one line per experiment that has a
+published number and was run with its registered settings: our mean ± std over
+seeds, the published number and the verdict (within 2 % for loss-type metrics,
+0.5 points for accuracy). Runs with other settings (ablations, shortened or
+diagnostic runs) are in each folder's own generated report, not here. Numbers
+are never typed into the README by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
+
+#: Folders whose runs are complete reproductions (not throughput probes or
+#: capped runs), each reported on its own so a seed is never counted twice.
+RESULT_DIRS = (
+    "benchmarks/results/cpu/repro",
+    "benchmarks/results/nvidia-h200/wikitext2_b9f166d",
+)
+
+COLUMNS = ("experiment", "task", "metric", "ours (mean ± std)", "seeds", "published", "match",
+           "device", "results")
+
+
+def _report():
+  try:
+    from seqbench import report  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    sys.path.insert(0, os.path.join(ROOT, "src"))
+    from seqbench import report  # pylint: disable=import-outside-toplevel
+  return report
+
+
+def _link(root: str, d: str) -> str:
+  label = os.path.relpath(d, "benchmarks/results")
+  report_md = os.path.join(d, "report", "report.md")
+  return f"[{label}]({report_md})" if os.path.exists(os.path.join(root, report_md)) else label
+
+
+def table(root: str = ROOT, dirs=RESULT_DIRS) -> str:
+  """The markdown table of every registered-setup group with a published number."""
+  report = _report()
+  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+  for d in dirs:
+    groups = report.summarize(report.read_rows(os.path.join(root, d)))
+    for g in groups:
+      if g.match is None or g.match == report.NOT_COMPARED:
+        continue
+      cells = [f"`{g.experiment}`", g.task, g.metric_name, report.ours_cell(g),
+               report.n_cell(g), report.fmt(g.published), g.match, g.devices,
+               _link(root, d)]
+      lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+  return "\n".join(lines)
+
+
+def render(readme: str, body: str) -> str:
+  if START not in readme or END not in readme:
+    raise SystemExit(f"README.md has no {START} ... {END} markers")
+  head, rest = readme.split(START, 1)
+  _, tail = rest.split(END, 1)
+  return f"{head}{START}\n{body}\n{END}{tail}"
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--check", action="store_true")
+  args = ap.parse_args(argv)
+  path = os.path.join(ROOT, "README.md")
+  with open(path) as f:
+    readme = f.read()
+  new = render(readme, table())
+  if args.check:
+    if new != readme:
+      print("README.md reproduction table is out of date: run python scripts/results_table.py",
+            file=sys.stderr)
+      return 1
+    return 0
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(new)
+  os.replace(tmp, path)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,53 @@
+"""The README's reproduction table is generated from committed results, never typed."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _results_table():
+  sys.path.insert(0, os.path.join(ROOT, "scripts"))
+  try:
+    import results_table  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.pop(0)
+  return results_table
+
+
+def test_readme_reproduction_table_matches_committed_results():
+  out = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "results_table.py"),
+                        "--check"], capture_output=True, text=True, check=False)
+  assert out.returncode == 0, out.stderr
+
+
+def _write_rows(folder, rows):
+  os.makedirs(folder)
+  with open(os.path.join(folder, "results.jsonl"), "w") as f:
+    for r in rows:
+      f.write(json.dumps(r) + "\n")
+
+
+def _row(experiment, seed, test, **train):
+  from seqbench.experiments import EXPERIMENTS  # pylint: disable=import-outside-toplevel
+  cfg = EXPERIMENTS[experiment].resolved_dict()
+  return {"experiment": experiment, "seed": seed, "run_id": f"{experiment}-{seed}",
+          "test_metric": test, "metric_name": "mse", "task": "adding", "model": "gru",
+          "device_kind": "cpu", "diverged": False,
+          "config": {**cfg, "smoke": False, "train": {**cfg["train"], **train}}}
+
+
+def test_table_lists_registered_rows_with_mean_and_leaves_out_variants(tmp_path):
+  results_table = _results_table()
+  _write_rows(tmp_path / "runs", [
+      _row("tcn-adding-gru", 0, 5.2e-5), _row("tcn-adding-gru", 1, 5.4e-5),
+      _row("tcn-adding-gru", 2, 1.0, lr=0.5)])
+  lines = results_table.table(str(tmp_path), dirs=("runs",)).splitlines()
+  assert len(lines) == 3, lines  # header, rule, one group: the lr variant is left out
+  cells = [c.strip() for c in lines[2].strip("|").split("|")]
+  assert cells[0] == "`tcn-adding-gru`"
+  assert cells[3] == "5.300e-05 ± 1.414e-06"  # mean ± sample std of the two seeds
+  assert cells[4] == "2"
+  assert cells[5] == "5.300e-05" and cells[6] == "yes"
