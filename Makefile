@@ -4,12 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test bench install clean
+.PHONY: test bench install lock clean
 
-$(STAMP): setup.cfg pyproject.toml
+# requirements.lock pins every package to the version the suite was run with
+# (pinned environments are what reproductions break on first); setup.cfg keeps
+# only lower bounds, for installing seqbench into another environment.
+$(STAMP): setup.cfg pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +30,11 @@ bench: $(STAMP)
 	@if [ -n "$(BENCH_TORCH)" ]; then $(PY) -c "import torch" 2>/dev/null || \
 	  $(PY) -m pip install --quiet "$(BENCH_TORCH)" || echo "torch not installed: no PyTorch baselines"; fi
 	$(PY) -m seqbench bench $(BENCH_ARGS) --out benchmarks/results/local
+
+# Rewrite requirements.lock from .venv (after upgrading a package on purpose).
+lock: $(STAMP)
+	@{ sed -n '/^#/p' requirements.lock; $(PY) -m pip freeze --exclude-editable; } > requirements.lock.tmp
+	mv requirements.lock.tmp requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache
