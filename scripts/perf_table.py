@@ -15,15 +15,14 @@ are never typed into the README by hand.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
 import sys
 
+import readme_sections
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-START, END = "<!-- perf-table:start -->", "<!-- perf-table:end -->"
-COMPILE_START, COMPILE_END = "<!-- compile-table:start -->", "<!-- compile-table:end -->"
 AUTOTUNE_CACHE_FLAG = "--xla_gpu_per_fusion_autotune_cache_dir"
 
 
@@ -135,36 +134,9 @@ def compile_table(root: str = ROOT) -> str:
   return "\n".join(lines)
 
 
-def _replace(readme: str, start: str, end: str, body: str) -> str:
-  if start not in readme or end not in readme:
-    raise SystemExit(f"README.md has no {start} ... {end} markers")
-  head, rest = readme.split(start, 1)
-  _, tail = rest.split(end, 1)
-  return f"{head}{start}\n{body}\n{end}{tail}"
-
-
-def render(readme: str, body: str, compile_body: str) -> str:
-  readme = _replace(readme, START, END, body)
-  return _replace(readme, COMPILE_START, COMPILE_END, compile_body)
-
-
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--check", action="store_true")
-  args = ap.parse_args(argv)
-  path = os.path.join(ROOT, "README.md")
-  with open(path) as f:
-    readme = f.read()
-  new = render(readme, table(), compile_table())
-  if args.check:
-    if new != readme:
-      print("README.md performance tables are out of date: run python scripts/perf_table.py",
-            file=sys.stderr)
-      return 1
-    return 0
-  with open(path, "w") as f:
-    f.write(new)
-  return 0
+  return readme_sections.main({"perf-table": table(), "compile-table": compile_table()},
+                              "perf_table.py", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,12 @@ are never typed into the README by hand.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+import readme_sections
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-START, END = "<!-- results-table:start -->", "<!-- results-table:end -->"
 
 #: Folders whose runs are complete reproductions (not throughput probes or
 #: capped runs), each reported on its own so a seed is never counted twice.
@@ -64,33 +64,9 @@ def table(root: str = ROOT, dirs=RESULT_DIRS) -> str:
   return "\n".join(lines)
 
 
-def render(readme: str, body: str) -> str:
-  if START not in readme or END not in readme:
-    raise SystemExit(f"README.md has no {START} ... {END} markers")
-  head, rest = readme.split(START, 1)
-  _, tail = rest.split(END, 1)
-  return f"{head}{START}\n{body}\n{END}{tail}"
-
-
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--check", action="store_true")
-  args = ap.parse_args(argv)
-  path = os.path.join(ROOT, "README.md")
-  with open(path) as f:
-    readme = f.read()
-  new = render(readme, table())
-  if args.check:
-    if new != readme:
-      print("README.md reproduction table is out of date: run python scripts/results_table.py",
-            file=sys.stderr)
-      return 1
-    return 0
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(new)
-  os.replace(tmp, path)
-  return 0
+  return readme_sections.main({"results-table": table()}, "results_table.py",
+                              __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

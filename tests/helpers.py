@@ -1,6 +1,9 @@
-"""Plain-Python references the executors are checked against, and a subprocess helper."""
+"""Plain-Python references the executors are checked against, and subprocess/script helpers."""
 
 import functools
+import importlib
+import os
+import sys
 import time
 
 import jax
@@ -62,3 +65,15 @@ def signal_when(proc, ready, sig, timeout=120.0, settle=0.0) -> bool:
       return True
     time.sleep(0.01)
   return False
+
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+def load_script(name: str):
+  """Import ``scripts/<name>.py`` as a module (scripts import their siblings by name)."""
+  sys.path.insert(0, SCRIPTS)
+  try:
+    return importlib.import_module(name)
+  finally:
+    sys.path.remove(SCRIPTS)

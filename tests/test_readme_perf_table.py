@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+from helpers import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -14,17 +16,8 @@ def test_readme_performance_table_matches_committed_results():
   assert out.returncode == 0, out.stderr
 
 
-def _perf_table():
-  sys.path.insert(0, os.path.join(ROOT, "scripts"))
-  try:
-    import perf_table  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.pop(0)
-  return perf_table
-
-
 def test_table_rows_point_at_existing_result_files():
-  perf_table = _perf_table()
+  perf_table = load_script("perf_table")
   for body in (perf_table.table(), perf_table.compile_table()):
     sources = [line.rsplit("`", 2)[1] for line in body.splitlines()[2:]]
     assert sources, "no benchmark results found"
@@ -41,7 +34,7 @@ def _row(model, compile_s, flags="", cache=None):
 
 
 def test_compile_table_takes_the_slowest_step_and_says_the_cache_state(tmp_path):
-  perf_table = _perf_table()
+  perf_table = load_script("perf_table")
   cache = "--xla_gpu_per_fusion_autotune_cache_dir=/c"
   empty, full = {"dir": "/c", "entries": 0}, {"dir": "/c", "entries": 3}
   runs = {

@@ -5,16 +5,9 @@ import os
 import subprocess
 import sys
 
+from helpers import load_script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _results_table():
-  sys.path.insert(0, os.path.join(ROOT, "scripts"))
-  try:
-    import results_table  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.pop(0)
-  return results_table
 
 
 def test_readme_reproduction_table_matches_committed_results():
@@ -40,7 +33,7 @@ def _row(experiment, seed, test, **train):
 
 
 def test_table_lists_registered_rows_with_mean_and_leaves_out_variants(tmp_path):
-  results_table = _results_table()
+  results_table = load_script("results_table")
   _write_rows(tmp_path / "runs", [
       _row("tcn-adding-gru", 0, 5.2e-5), _row("tcn-adding-gru", 1, 5.4e-5),
       _row("tcn-adding-gru", 2, 1.0, lr=0.5)])

@@ -12,6 +12,8 @@ import pytest
 from seqbench import report
 from seqbench.experiments import EXPERIMENTS
 
+from helpers import load_script
+
 
 def _row(experiment, seed, test, *, metric="perplexity", diverged=False, config=None, **kw):
   row = {
@@ -265,8 +267,7 @@ def test_fmt_is_finite_and_plain():
 def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
   # A capped row of the adding task: the estimate is units/epoch x the
   # registered epochs / measured rate, with units counted from real batches.
-  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-  import estimate_full_run  # pylint: disable=g-import-not-at-top
+  estimate_full_run = load_script("estimate_full_run")
   from seqbench.experiments import get_experiment  # pylint: disable=g-import-not-at-top
   exp = get_experiment("tcn-adding-rnn")
   rows = [{"experiment": exp.name, "config": {"train": {"max_steps_per_epoch": 5},
