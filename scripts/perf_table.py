@@ -135,8 +135,9 @@ def compile_table(root: str = ROOT) -> str:
 
 
 def main(argv=None) -> int:
-  return readme_sections.main({"perf-table": table(), "compile-table": compile_table()},
-                              "perf_table.py", __doc__.splitlines()[0], argv)
+  return readme_sections.main(
+      {"README.md": {"perf-table": table(), "compile-table": compile_table()}},
+      "perf_table.py", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ Reads ``results.jsonl`` of each folder in :data:`RESULT_DIRS` through
 published number and was run with its registered settings: our mean ± std over
 seeds, the published number and the verdict (within 2 % for loss-type metrics,
 0.5 points for accuracy). Runs with other settings (ablations, shortened or
-diagnostic runs) are in each folder's own generated report, not here. Numbers
-are never typed into the README by hand.
+diagnostic runs) are left out there; the READMEs of :data:`FOLDER_READMES` get
+every group of their folder, other settings included. Numbers are never typed
+into a README by hand.
 """
 
 from __future__ import annotations
@@ -64,9 +65,27 @@ def table(root: str = ROOT, dirs=RESULT_DIRS) -> str:
   return "\n".join(lines)
 
 
+def folder_table(root: str, d: str) -> str:
+  """Every group of one folder, other settings included, for that folder's README."""
+  report = _report()
+  cols = ("experiment", "settings", "ours (mean ± std)", "seeds", "published", "match")
+  lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+  for g in report.summarize(report.read_rows(os.path.join(root, d))):
+    cells = [f"`{g.experiment}`", g.variant.replace("|", "\\|") or "registered",
+             report.ours_cell(g), report.n_cell(g), report.fmt(g.published), g.match or "–"]
+    lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+  return "\n".join(lines)
+
+
+#: Folder READMEs that carry their own full table (between the same markers).
+FOLDER_READMES = ("benchmarks/results/cpu/repro",)
+
+
 def main(argv=None) -> int:
-  return readme_sections.main({"results-table": table()}, "results_table.py",
-                              __doc__.splitlines()[0], argv)
+  files = {"README.md": {"results-table": table()}}
+  for d in FOLDER_READMES:
+    files[os.path.join(d, "README.md")] = {"results-table": folder_table(ROOT, d)}
+  return readme_sections.main(files, "results_table.py", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

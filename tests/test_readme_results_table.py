@@ -44,3 +44,7 @@ def test_table_lists_registered_rows_with_mean_and_leaves_out_variants(tmp_path)
   assert cells[3] == "5.300e-05 ± 1.414e-06"  # mean ± sample std of the two seeds
   assert cells[4] == "2"
   assert cells[5] == "5.300e-05" and cells[6] == "yes"
+  # The folder's own README lists every group, the variant with what differs.
+  folder = results_table.folder_table(str(tmp_path), "runs").splitlines()[2:]
+  assert [l.split("|")[2].strip() for l in folder] == ["registered", "train.lr=0.5"]
+  assert folder[1].split("|")[6].strip() == "n/a (not the published setup)"
