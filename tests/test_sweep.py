@@ -151,12 +151,21 @@ def test_parse_shard(text, ok):
     (["tcn-adding-rnn", "--shard", "-1/2"], "--shard"),
     (["tcn-adding-rnn", "--seeds", "0"], "--seeds"),
     (["tcn-adding-rnn", "--seeds", "x"], "invalid int"),
+    (["tcn-adding-tcn", "--set", "model.levels=0"], "levels must be an integer >= 1"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
   assert sweep.sweep_main(argv + ["--out", str(tmp_path / "o")]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and err.startswith("seqbench sweep: ") and needle in err, err
   assert not (tmp_path / "o").exists()  # nothing ran
+
+
+def test_output_directory_that_cannot_be_made_is_one_line_exit_2(capsys, tmp_path):
+  (tmp_path / "a_file").write_text("")
+  out = tmp_path / "a_file" / "runs"
+  assert sweep.sweep_main(["tcn-adding-rnn", "--smoke", "--out", str(out)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("seqbench sweep: cannot create output directory") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("argv", [["nosuch-experiment"], ["tcn-adding-rnn", "--shard", "-1/2"]])

@@ -316,6 +316,8 @@ def test_next_lr_rules():
     (["mh-jsb-rnn-stable", "--set", "train.lr=fast"], "expected float"),
     (["mh-jsb-rnn-stable", "--set", "model.backbone=transformer"], "backbone"),
     (["mh-jsb-rnn-stable", "--seed", "x"], "invalid int"),
+    (["mh-jsb-rnn-stable", "--seed", "-1"], "seed must be an integer in [0, 2**32)"),
+    (["tcn-adding-tcn", "--set", "model.levels=0"], "levels must be an integer >= 1"),
     ([], "required"),
 ])
 def test_bad_cli_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
@@ -324,6 +326,21 @@ def test_bad_cli_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):
   assert rc == 2
   assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
   assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_output_directory_that_cannot_be_made_is_one_line_exit_2(capsys, tmp_path):
+  (tmp_path / "a_file").write_text("")
+  out = tmp_path / "a_file" / "runs"
+  assert train_lib.train_main(["tcn-adding-rnn", "--smoke", "--out", str(out)]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("seqbench train: cannot create output directory") and "Traceback" not in err
+  assert err.count("\n") == 1, err
+
+
+def test_api_rejects_a_seed_numpy_cannot_take(tmp_path):
+  with pytest.raises(train_lib.ConfigError, match="seed must be"):
+    train_lib.run_experiment("tcn-adding-rnn", seed=-3, out_dir=str(tmp_path), smoke=True)
+  assert not os.listdir(tmp_path)
 
 
 def test_module_entry_point_reports_errors_without_traceback():

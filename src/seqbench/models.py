@@ -180,6 +180,13 @@ class ModelConfig:
       v = getattr(self, name)
       if v is not None and not 0.0 <= v < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {v}")
+    # The backbone's own checks (a TCN's levels, kernel size, conv_impl, ...) run
+    # here, when the config is made, not first when a run builds its model:
+    # a bad `--set` then fails before anything is written.
+    if self.is_recurrent:
+      CELLS[self.backbone](self.hidden_size, self)
+    else:
+      CONVNETS[self.backbone](self)
 
   @property
   def is_recurrent(self) -> bool:

@@ -295,7 +295,12 @@ def sweep_main(argv=None) -> int:
   # read after its first line, git would show that log as changed and every
   # row would say git_dirty. (git_state is cached: the trainers reuse this.)
   provenance.git_state()
-  os.makedirs(args.out, exist_ok=True)
+  from seqbench.train import ensure_out_dir  # pylint: disable=g-import-not-at-top
+  try:
+    ensure_out_dir(args.out)
+  except ConfigError as e:
+    print(f"seqbench sweep: {e}", file=sys.stderr)
+    return 2
   print(f"seqbench sweep: {len(points)} runs (shard {i}/{n}) -> "
         f"{os.path.join(args.out, 'results.jsonl')}", flush=True)
   from seqbench.train import TrainingInterrupted  # pylint: disable=g-import-not-at-top

@@ -133,6 +133,29 @@ def _json_safe(x):
   return x
 
 
+def ensure_out_dir(out_dir: str) -> None:
+  """Create ``out_dir`` if needed and check it is writable, before any work.
+
+  Raises:
+    ConfigError: it cannot be created or written to (one clear message
+      instead of an OSError traceback after the run has started).
+  """
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"cannot create output directory {out_dir!r}: "
+                      f"{e.strerror or e}") from None
+  if not os.access(out_dir, os.W_OK | os.X_OK):
+    raise ConfigError(f"output directory {out_dir!r} is not writable")
+
+
+def check_seed(seed) -> int:
+  """``seed`` as an int, or ConfigError: NumPy's and JAX's generators take [0, 2**32)."""
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+    raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+  return int(seed)
+
+
 def append_result(out_dir: str, row: Mapping[str, Any]) -> None:
   """Append one row to ``out_dir/results.jsonl`` atomically.
 
@@ -1110,11 +1133,12 @@ def run_experiment(experiment, *, seed: int = 0, out_dir: str,
     seqbench.tasks.DataError: the task's data is missing or broken.
   """
   exp = resolve(experiment, overrides, smoke)
+  seed = check_seed(seed)
   rid = run_id(exp, seed, smoke)
   done = _existing(out_dir, rid)
   if done is not None:
     return done
-  trainer = _Trainer([_Member(exp, int(seed), rid)], out_dir, batched=False, smoke=smoke,
+  trainer = _Trainer([_Member(exp, seed, rid)], out_dir, batched=False, smoke=smoke,
                      progress=progress)
   return trainer.run()[0]
 
@@ -1181,7 +1205,7 @@ def run_experiments_vmapped(specs: Iterable, *, out_dir: str, smoke: bool = Fals
   members = []
   for spec in specs:
     spec = tuple(spec)
-    exp_ref, seed = spec[0], int(spec[1])
+    exp_ref, seed = spec[0], check_seed(spec[1])
     overrides = spec[2] if len(spec) > 2 else {}
     exp = resolve(exp_ref, overrides, smoke)
     members.append(_Member(exp, seed, run_id(exp, seed, smoke)))
@@ -1228,6 +1252,8 @@ def train_main(argv=None) -> int:
     args = parser.parse_args(argv)
     overrides = parse_set_args(args.set)
     resolve(args.experiment, overrides, args.smoke)  # validate before any work
+    check_seed(args.seed)
+    ensure_out_dir(args.out)
   except ConfigError as e:
     print(f"seqbench train: {e}", file=sys.stderr)
     return 2
@@ -1252,6 +1278,7 @@ def train_main(argv=None) -> int:
 
 
 __all__ = ["run_experiment", "run_experiments_vmapped", "train_main", "append_result",
+           "ensure_out_dir", "check_seed",
            "TrainingInterrupted",
            "read_results", "run_id", "resolve", "build", "make_optimizer", "next_lr",
            "RESULT_KEYS", "RESULTS_FILE", "TrainConfig", "ModelConfig"]
