@@ -148,6 +148,24 @@ def test_bad_devices_flag_is_a_usage_error(capsys):
   assert e.value.code == 2 and "--devices" in capsys.readouterr().err
 
 
+def test_only_that_matches_nothing_is_a_usage_error_and_writes_nothing(capsys, tmp_path):
+  out = tmp_path / "bench"
+  with pytest.raises(SystemExit) as e:
+    R.main(["--suite", "tiny", "--only", "transformer", "--out", str(out)])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "--only 'transformer' matches no entry" in err
+  assert "seqbench LSTM" in err  # the names it could have matched
+  assert not out.exists()
+
+
+def test_output_directory_that_cannot_be_made_is_a_usage_error(capsys, tmp_path):
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(SystemExit) as e:
+    R.main(["--suite", "tiny", "--only", "lstm", "--no-accuracy", "--no-scaling",
+            "--out", str(tmp_path / "a_file" / "bench")])
+  assert e.value.code == 2 and "cannot create output directory" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- atomic writes
 
 

@@ -264,6 +264,16 @@ def test_fmt_is_finite_and_plain():
   assert not math.isnan(report.mean_std([1.0])[0])
 
 
+def test_out_that_cannot_be_made_is_one_line_exit_2(tmp_path, capsys):
+  _write(tmp_path / "a", [_row("mh-jsb-rnn-stable", 0, 9.0, metric="frame_nll")])
+  (tmp_path / "a_file").write_text("")
+  rc = report.report_main([str(tmp_path / "a"), "--plots", "--out",
+                           str(tmp_path / "a_file" / "report")])
+  err = capsys.readouterr().err
+  assert rc == 2 and err.startswith("seqbench report: cannot create") and err.count("\n") == 1
+  assert not (tmp_path / "a" / "plots").exists()
+
+
 def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
   # A capped row of the adding task: the estimate is units/epoch x the
   # registered epochs / measured rate, with units counted from real batches.

@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
   ap.add_argument("--no-accuracy", action="store_true",
                   help="skip the accuracy comparison (short JSB training runs)")
   ap.add_argument("--only", default=None,
-                  help="comma-separated substrings: run only entries whose name/executor match")
+                  help="comma-separated substrings (any case): run only entries whose name/executor "
+                  "match")
   ap.add_argument("--devices", nargs="?", const="all", default="auto", metavar="SPEC",
                   help="data-parallel train rows per device count: 'all' (the flag alone: "
                   "1, 2, 4, ... up to every local device), N (1, 2, 4, ... up to N), a list "
@@ -257,11 +258,19 @@ def main(argv=None) -> int:
   def wanted(entry) -> bool:
     if not args.only:
       return True
-    text = f"{entry.name} {entry.executor}"
-    return any(s.strip() in text for s in args.only.split(","))
+    text = f"{entry.name} {entry.executor}".lower()
+    return any(s.strip().lower() in text for s in args.only.split(","))
 
   entries = [e for e in S.entries(size) if wanted(e)]
-  os.makedirs(args.out, exist_ok=True)
+  if args.only and not entries and not any(
+      wanted(e) for e in S.scaling_entries(size) + S.device_entries(size)):
+    names = sorted({e.name for e in S.entries(size)})
+    parser.error(f"--only {args.only!r} matches no entry of suite {args.suite!r}; "
+                 f"entries: {', '.join(names)}")
+  try:
+    os.makedirs(args.out, exist_ok=True)
+  except OSError as e:
+    parser.error(f"cannot create output directory {args.out!r}: {e.strerror or e}")
   # Rows also stream to a partial file as they are measured, so a run cut off
   # by a time limit still leaves what it measured (the final file is atomic).
   partial_path = os.path.join(args.out, "bench.partial.jsonl")
