@@ -318,6 +318,9 @@ def test_next_lr_rules():
     (["mh-jsb-rnn-stable", "--seed", "x"], "invalid int"),
     (["mh-jsb-rnn-stable", "--seed", "-1"], "seed must be an integer in [0, 2**32)"),
     (["tcn-adding-tcn", "--set", "model.levels=0"], "levels must be an integer >= 1"),
+    (["mh-jsb-rnn-stable", "--set", "train.clip=-1"], "train.clip must be >= 0"),
+    (["mh-jsb-rnn-stable", "--set", "train.clip=nan"], "train.clip must be >= 0"),
+    (["mh-jsb-rnn-stable", "--set", "train.momentum=1.5"], "train.momentum must be in [0, 1)"),
     ([], "required"),
 ])
 def test_bad_cli_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):

@@ -148,6 +148,20 @@ class TrainConfig:
         raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
     if not self.lr > 0:
       raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+    # `not x >= 0` rather than `x < 0`: NaN fails too.
+    for name in ("clip", "lr_decay_after", "max_steps_per_epoch", "max_eval_batches",
+                 "checkpoint_seconds"):
+      if not getattr(self, name) >= 0:
+        raise ConfigError(f"train.{name} must be >= 0 (0 = none), got {getattr(self, name)}")
+    if not 0 <= self.momentum < 1:
+      raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
+    for name in ("lr_decay", "input_bound"):
+      if not getattr(self, name) > 0:
+        raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
+    if self.lr_step_epochs < 1:
+      raise ConfigError(f"train.lr_step_epochs must be >= 1, got {self.lr_step_epochs}")
+    if self.context is not None and self.context < 1:
+      raise ConfigError(f"train.context must be >= 1 (or unset), got {self.context}")
     if not self.lam > 0:
       raise ConfigError(f"train.lam must be > 0, got {self.lam}")
     if self.projection not in PROJECTIONS:
