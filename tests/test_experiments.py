@@ -83,10 +83,22 @@ def test_list_json(capsys):
   assert "mh-jsb-rnn-stable" in text and "tcn-" not in text
 
 
-def test_list_bad_flag_is_one_line(capsys):
-  assert ex.list_main(["--jsn"]) == 2
-  err = capsys.readouterr().err
-  assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+@pytest.mark.parametrize("argv,needle", [
+    (["--jsn"], "unrecognized arguments"),
+    (["mh-jsb-rnn-stabel"], "did you mean mh-jsb-rnn-stable"),
+    (["--json", "zz-*"], "no experiment matches 'zz-*'"),
+])
+def test_list_bad_input_is_one_line(argv, needle, capsys):
+  assert ex.list_main(argv) == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""  # not an empty table or `[]` that reads as "no experiments"
+  assert len(captured.err.strip().splitlines()) == 1 and needle in captured.err
+
+
+def test_list_expands_grid_names(capsys):
+  assert ex.list_main(["--json", "lam-jsb-rnn"]) == 0
+  names = [i["name"] for i in json.loads(capsys.readouterr().out)]
+  assert names == [e.name for e in ex.GRIDS["lam-jsb-rnn"].expand()] and len(names) == 6
 
 
 def test_overrides_parse_against_fields():

@@ -40,7 +40,7 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 from seqbench import provenance
-from seqbench.experiments import EXPERIMENTS, GRIDS, ConfigError, match, parse_set_args
+from seqbench.experiments import ConfigError, expand_patterns, parse_set_args
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,33 +65,6 @@ class GridPoint:
   def spec(self) -> tuple:
     """``(experiment, seed, overrides)`` as :mod:`seqbench.train` takes it."""
     return (self.experiment, self.seed, dict(self.overrides))
-
-
-def expand_patterns(patterns: Sequence[str]) -> list[str]:
-  """Experiment names for names, globs and grid names, in order, without repeats.
-
-  Raises:
-    ConfigError: a pattern that names or matches nothing.
-  """
-  names: list[str] = []
-  for pat in patterns:
-    if pat in EXPERIMENTS:
-      found = [pat]
-    elif pat in GRIDS:
-      found = [e.name for e in GRIDS[pat].expand()]
-    else:
-      found = [e.name for e in match([pat])]
-      if not found:
-        if any(c in pat for c in "*?["):
-          raise ConfigError(f"no experiment matches {pat!r} (`seqbench list` shows all "
-                            f"{len(EXPERIMENTS)})")
-        # An unknown plain name: let the registry phrase it (with a hint).
-        from seqbench.experiments import get_experiment  # pylint: disable=g-import-not-at-top
-        get_experiment(pat)
-    for n in found:
-      if n not in names:
-        names.append(n)
-  return names
 
 
 def build_grid(patterns: Sequence[str], seeds: int, overrides: Optional[Mapping[str, Any]] = None,

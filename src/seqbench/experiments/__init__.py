@@ -20,7 +20,7 @@ import difflib
 import fnmatch
 import json
 import sys
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from seqbench.experiments import miller_hardt
 from seqbench.experiments import studies
@@ -67,6 +67,32 @@ def match(patterns) -> list[Experiment]:
   return [e for n, e in EXPERIMENTS.items() if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
+def expand_patterns(patterns: Sequence[str]) -> list[str]:
+  """Experiment names for names, globs and grid names, in order, without repeats.
+
+  Raises:
+    ConfigError: a pattern that names or matches nothing.
+  """
+  names: list[str] = []
+  for pat in patterns:
+    if pat in EXPERIMENTS:
+      found = [pat]
+    elif pat in GRIDS:
+      found = [e.name for e in GRIDS[pat].expand()]
+    else:
+      found = [e.name for e in match([pat])]
+      if not found:
+        if any(c in pat for c in "*?["):
+          raise ConfigError(f"no experiment matches {pat!r} (`seqbench list` shows all "
+                            f"{len(EXPERIMENTS)})")
+        # An unknown plain name: let the registry phrase it (with a hint).
+        get_experiment(pat)
+    for n in found:
+      if n not in names:
+        names.append(n)
+  return names
+
+
 class _ArgumentParser(argparse.ArgumentParser):
 
   def error(self, message):
@@ -83,7 +109,12 @@ def list_main(argv=None) -> int:
   except ConfigError as e:
     print(f"seqbench list: {e}", file=sys.stderr)
     return 2
-  exps = match(args.patterns) if args.patterns else list(EXPERIMENTS.values())
+  try:
+    exps = ([EXPERIMENTS[n] for n in expand_patterns(args.patterns)] if args.patterns
+            else list(EXPERIMENTS.values()))
+  except ConfigError as e:
+    print(f"seqbench list: {e}", file=sys.stderr)
+    return 2
   if args.json:
     print(json.dumps([e.summary() for e in exps], indent=1))
     return 0
@@ -97,5 +128,5 @@ def list_main(argv=None) -> int:
 
 
 __all__ = ["EXPERIMENTS", "GRIDS", "Experiment", "TrainConfig", "Grid", "ConfigError",
-           "get_experiment", "names", "match", "apply_overrides", "parse_set_args", "smoke",
+           "get_experiment", "names", "match", "expand_patterns", "apply_overrides", "parse_set_args", "smoke",
            "list_main"]
