@@ -128,5 +128,5 @@ def list_main(argv=None) -> int:
 
 
 __all__ = ["EXPERIMENTS", "GRIDS", "Experiment", "TrainConfig", "Grid", "ConfigError",
-           "get_experiment", "names", "match", "expand_patterns", "apply_overrides", "parse_set_args", "smoke",
-           "list_main"]
+           "get_experiment", "names", "match", "expand_patterns", "apply_overrides",
+           "parse_set_args", "smoke", "list_main"]
