@@ -175,7 +175,7 @@ def test_device_counts():
   assert SH.device_counts(1) == [1]
   assert SH.device_counts(8) == [1, 2, 4, 8]
   assert SH.device_counts(6) == [1, 2, 4, 6]
-  with pytest.raises(ValueError):
+  with pytest.raises(ValueError, match="max_devices must be >= 1, got 0"):
     SH.device_counts(0)
 
 

@@ -65,7 +65,11 @@ def test_retrace_is_detected_in_a_python_loop():
 
 def test_flops_reported_for_a_matmul():
   t = time_compiled(lambda a, b: a @ b, jnp.ones((32, 16)), jnp.ones((16, 8)), n=2)
-  assert t.flops is None or t.flops == pytest.approx(2 * 32 * 16 * 8, rel=0.1)
+  if jax.default_backend() == "cpu":  # XLA:CPU implements cost_analysis; others may not
+    assert t.flops is not None
+  if t.flops is None:
+    pytest.skip(f"no cost analysis on {jax.default_backend()}")
+  assert t.flops == pytest.approx(2 * 32 * 16 * 8, rel=0.1)
 
 
 def test_bad_n():

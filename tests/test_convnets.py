@@ -463,9 +463,10 @@ def test_no_retracing():
 # Property test over shapes
 # ---------------------------------------------------------------------------
 
-_PROP_NETS = [  # (net, input width)TCN(3, 2, 3, conv_impl="shifted_output"), TCN(2, 3, 2, conv_impl="im2col"),
+_PROP_NETS = [TCN(3, 2, 3, conv_impl="shifted_output"), TCN(2, 3, 2, conv_impl="im2col"),
               TCN(4, 1, 1, conv_impl="lax_conv"), WaveNet(3, 2, 2, stacks=2),
               WaveNet(2, 3, 3, conv_impl="lax_conv_ncw")]
+assert len(_PROP_NETS) == 5 and sum(isinstance(n, TCN) for n in _PROP_NETS) == 3
 
 
 @st.composite

@@ -3,12 +3,13 @@
 import dataclasses
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from seqbench import stability
+from seqbench import stability, unroll
 from seqbench.models import Model, ModelConfig
 
 KEY = jax.random.PRNGKey(0)
@@ -112,6 +113,12 @@ def test_truncated_stack_reports_the_recurrent_layer_inputs():
   assert len(trunc_inputs) == 2
   for a, b in zip(scan_inputs, trunc_inputs):
     np.testing.assert_array_equal(a, b)
+  # Built by hand: the embedding, then the first layer run as the recurrent model.
+  embedded = model.embed(params, xs)
+  np.testing.assert_array_equal(trunc_inputs[0], embedded)
+  np.testing.assert_allclose(trunc_inputs[1],
+                             unroll.scan(model.cells[0], params["backbone"][0], embedded),
+                             rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("backbone,executor", [("lstm", "scan"), ("rnn", "scan"),
@@ -153,9 +160,12 @@ def test_dropout_only_in_training():
 
 def test_input_clip():
   model = _model(input_kind="linear", input_size=3, embed_size=4, input_clip=True)
+  unclipped = _model(input_kind="linear", input_size=3, embed_size=4, input_clip=False)
   params = model.init(KEY)
-  x = model.embed(params, 100 * jnp.ones((1, 2, 3)))
-  assert float(jnp.max(jnp.abs(x))) <= 1.0
+  xs = 100 * jnp.ones((1, 2, 3))
+  x, raw = model.embed(params, xs), unclipped.embed(params, xs)
+  assert float(jnp.max(jnp.abs(raw))) > 1.0  # the clip has work to do
+  np.testing.assert_array_equal(x, jnp.clip(raw, -1.0, 1.0))
 
 
 @pytest.mark.parametrize("backbone", ["rnn", "lstm", "gru"])
@@ -179,15 +189,20 @@ def test_conv_model_has_no_cells():
   assert model.cells == ()
   assert model.cells_tree()["backbone"] is None
   params = model.init(KEY)
-  assert stability.project_tree(model.cells_tree(), params, 0.5) is not None
+  chex.assert_trees_all_equal(stability.project_tree(model.cells_tree(), params, 0.5), params)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(backbone="transformer"), dict(executor="truncated", k=0), dict(input_kind="bytes"),
-    dict(readout="mean"), dict(dropout=1.5), dict(layers=0),
+@pytest.mark.parametrize("bad,message", [
+    (dict(backbone="transformer"), "unknown backbone"),
+    (dict(executor="truncated", k=0), "k >= 1"),
+    (dict(input_kind="bytes"), "unknown input_kind"),
+    (dict(readout="mean"), "unknown readout"),
+    (dict(dropout=1.5), r"dropout must be in \[0, 1\)"),
+    (dict(layers=0), "layers must be >= 1"),
+    (dict(backbone="tcn", levels=0), "levels must be an integer >= 1"),
 ])
-def test_bad_configs_raise(bad):
-  with pytest.raises(ValueError):
+def test_bad_configs_raise(bad, message):
+  with pytest.raises(ValueError, match=message):
     _model(**bad)
 
 

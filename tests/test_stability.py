@@ -314,10 +314,12 @@ def test_unstable_models_gap_does_not_decay_like_lam_power_k():
   with jax.enable_x64(True):
     cell, params = make("rnn_tanh", dtype=jnp.float64, scale=6.0)
     xs = 0.1 * bounded_inputs((2, 30, 5), jnp.float64)
-    full = sb.unroll.scan(cell, params, xs)
-    gaps = [float(jnp.max(jnp.abs(full[:, -1] - sb.unroll.truncated(cell, params, xs, k)[:, -1])))
-            for k in (2, 4, 8)]
-    assert min(gaps) > 0.8**8
+    full, carries = python_loop(cell, params, xs)
+    for k in (1, 3, 6):  # the k of the test above
+      gap = jnp.max(jnp.abs(full[:, -1] - sb.unroll.truncated(cell, params, xs, k)[:, -1]), -1)
+      state_norm = jnp.max(jnp.abs(carries[30 - 1 - k]), -1)
+      # The bound the projected models obey, at lam = 0.8, fails here at every k.
+      assert bool(jnp.all(gap > 0.8**k * state_norm)), (k, gap, state_norm)
 
 
 def test_project_updates_equals_projecting_after_each_step():

@@ -639,7 +639,11 @@ def test_hub_layout_maps_to_the_same_pipeline(shared_data, tmp_path, monkeypatch
 
 def test_hub_is_off_when_offline_or_not_asked(monkeypatch, tmp_path):
   import datasets
+  calls = []
   def boom(*a, **k):
+    # load_from_hub turns any exception into a DataError that also says
+    # "not found", so the record of calls is what shows the hub was left alone.
+    calls.append(a)
     raise AssertionError("the hub must not be contacted")
   monkeypatch.setattr(datasets, "load_dataset", boom)
   monkeypatch.setenv(storage.ENV_DATA, str(tmp_path))
@@ -648,6 +652,7 @@ def test_hub_is_off_when_offline_or_not_asked(monkeypatch, tmp_path):
   monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
   with pytest.raises(tasks.DataError, match="not found"):
     tasks.get_task("ptb-word", hub=True).stats()  # asked, but offline
+  assert calls == []
   monkeypatch.delenv("HF_DATASETS_OFFLINE")
   monkeypatch.setattr(datasets, "load_dataset", _FakeHub(tmp_path))
   with pytest.raises(tasks.DataError, match="MNIST.*ConnectionError: no network"):

@@ -133,7 +133,7 @@ def test_truncated_and_wrong_format_mat(env, tmp_path):
                     "Nottingham.mat: not a readable MATLAB .mat file")
   (d / "Nottingham.mat").write_bytes(gzip.compress(b"not a mat file"))
   assert_user_error(run(["stats", "nottingham", "--data-dir", str(tmp_path)], env, ok=False),
-                    "Nottingham.mat")
+                    "Nottingham.mat: not a readable MATLAB .mat file")
 
 
 def test_bad_option_and_usage(env):
