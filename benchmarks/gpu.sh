@@ -28,6 +28,9 @@
 #              whole group fits one session's device time
 #   lm         benchmarks/lm_step.py: the Wikitext-2 rows' vmapped train step,
 #              its projection and the scan unroll
+#   projection benchmarks/projection_forms.py: the stable RNN's singular-value
+#              clip by eigh ("gram", the default), by QDWH polar decompositions
+#              ("polar") and by SVD, on the group's 6 matrices of 200 (~1 min)
 #   gradforms  benchmarks/scan_grad_forms.py: the LSTM scan's gradient by autodiff
 #              vs with the recurrent weight's gradient as one GEMM, f32 and bf16
 #   compile    the slowest-compiling suite steps (LRU parallel, WaveNet, TCN)
@@ -106,6 +109,10 @@ step_wikitext2() {
 step_lm() {
   timeout --foreground -k 20 "$(limit 150)" $PY benchmarks/lm_step.py --backbones rnn,lstm --seeds 3 --unrolls 1,8 \
     --out "$WORK/lm_step" 2>&1 | tee "$WORK/lm_step.log" | tail -n 20
+}
+step_projection() {
+  timeout --foreground -k 20 "$(limit 90)" $PY benchmarks/projection_forms.py --out "$WORK/projection" 2>&1 \
+    | tee "$WORK/projection.log" | tail -n 6
 }
 step_profile() {
   timeout --foreground -k 20 "$(limit 150)" $PY benchmarks/profile_steps.py --out "$WORK/profile_f32" 2>&1 \

@@ -67,13 +67,17 @@ def signal_when(proc, ready, sig, timeout=120.0, settle=0.0) -> bool:
   return False
 
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_script(name: str):
-  """Import ``scripts/<name>.py`` as a module (scripts import their siblings by name)."""
-  sys.path.insert(0, SCRIPTS)
+def load_script(name: str, folder: str = "scripts"):
+  """Import ``<folder>/<name>.py`` (``scripts`` or ``benchmarks``) as a module.
+
+  The folder is on ``sys.path`` while it loads: scripts import their siblings by name.
+  """
+  path = os.path.join(REPO, folder)
+  sys.path.insert(0, path)
   try:
     return importlib.import_module(name)
   finally:
-    sys.path.remove(SCRIPTS)
+    sys.path.remove(path)

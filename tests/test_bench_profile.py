@@ -6,6 +6,8 @@ import pytest
 
 from seqbench.bench import profile
 
+from helpers import load_script
+
 
 def _meta(pid, tid, pname, tname):
   return [{"ph": "M", "name": "process_name", "pid": pid, "args": {"name": pname}},
@@ -104,19 +106,9 @@ def test_profile_steps_script_writes_a_table(tmp_path):
     script.main(["--targets", "no-such-step", "--out", str(tmp_path)])
 
 
-def _load_script(name):
-  import importlib.util
-  import os
-  path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", name + ".py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  script = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(script)
-  return script
-
-
 def test_scan_grad_forms_agree_and_are_timed(tmp_path):
   import json
-  script = _load_script("scan_grad_forms")
+  script = load_script("scan_grad_forms", "benchmarks")
   assert script.main(["--size", "tiny", "--unrolls", "1,2", "--n", "2", "--out", str(tmp_path)]) == 0
   result = json.loads((tmp_path / "scan_grad_forms_tiny_float32.json").read_text())
   assert result["max_difference"] < 1e-4
@@ -146,3 +138,17 @@ def test_scan_grad_forms_agree_and_are_timed(tmp_path):
 
   assert max(loop_dots("autodiff")) == 2
   assert max(loop_dots("hoisted")) == 1
+
+
+def test_projection_forms_agree_with_the_float64_svd_clip(tmp_path):
+  import json
+  script = load_script("projection_forms", "benchmarks")
+  script.main(["--out", str(tmp_path), "--batch", "2", "--hidden", "24", "--repeats", "2"])
+  result = json.loads((tmp_path / "projection_forms.json").read_text())
+  assert [r["method"] for r in result["rows"]] == ["gram", "polar", "svd"]
+  for r in result["rows"]:
+    assert r["singular_values_above_lam"] > 0  # the clip binds
+    assert r["max_abs_diff_vs_svd64"] < 1e-5, r
+    assert r["max_spectral_norm"] <= 1 + 1e-5, r
+    assert r["median_ms"] > 0
+  assert "| polar | 2 x 24 |" in (tmp_path / "projection_forms.md").read_text()

@@ -61,17 +61,32 @@ def test_rnn_projection_is_euclidean_singular_value_clip():
   assert np.linalg.norm(w - w_new) <= np.linalg.norm(w - other) + 1e-6
 
 
+@pytest.mark.parametrize("method", ["gram", "polar"])
 @pytest.mark.parametrize("hidden,scale", [(32, 4.0), (256, 3.0)])
-def test_rnn_gram_projection_equals_the_svd_clip(hidden, scale):
+def test_rnn_projection_methods_equal_the_svd_clip(hidden, scale, method):
   cell, params = make("rnn_tanh", hidden=hidden, scale=scale)
-  gram = sb.stability.project(cell, params, 0.9, method="gram")["recurrent_kernel"]
+  out = sb.stability.project(cell, params, 0.9, method=method)["recurrent_kernel"]
   svd = sb.stability.project(cell, params, 0.9, method="svd")["recurrent_kernel"]
   assert float(jnp.max(jnp.abs(params["recurrent_kernel"] - svd))) > 1e-2  # it binds
-  np.testing.assert_allclose(np.asarray(gram), np.asarray(svd), atol=2e-5)
-  assert np.linalg.norm(np.asarray(gram), 2) <= 0.9 * (1 + 1e-5)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(svd), atol=2e-5)
+  assert np.linalg.norm(np.asarray(out), 2) <= 0.9 * (1 + 1e-5)
   # Idempotent, bit for bit, once inside.
-  again = sb.stability.project(cell, {**params, "recurrent_kernel": gram}, 0.9)
-  np.testing.assert_array_equal(np.asarray(again["recurrent_kernel"]), np.asarray(gram))
+  again = sb.stability.project(cell, {**params, "recurrent_kernel": out}, 0.9, method=method)
+  np.testing.assert_array_equal(np.asarray(again["recurrent_kernel"]), np.asarray(out))
+
+
+def test_rnn_polar_projection_after_a_small_step_and_under_vmap():
+  # The training case: a projected matrix moved by one small update, so many
+  # singular values sit just above lam; and a batch of layers projected at once.
+  cell, params = make("rnn_tanh", hidden=64, scale=3.0)
+  inside = sb.stability.project(cell, params, 1.0, method="svd")["recurrent_kernel"]
+  steps = 1e-3 * jax.random.normal(jax.random.PRNGKey(7), (3,) + inside.shape)
+  batch = {**params, "recurrent_kernel": inside[None] + steps}
+  batch = jax.tree_util.tree_map(
+      lambda a: a if a.ndim == 3 else jnp.broadcast_to(a, (3,) + a.shape), batch)
+  project = lambda method: jax.vmap(
+      lambda p: sb.stability.project(cell, p, 1.0, method=method))(batch)["recurrent_kernel"]
+  np.testing.assert_allclose(np.asarray(project("polar")), np.asarray(project("svd")), atol=2e-5)
 
 
 def test_rnn_power_iteration_option():

@@ -426,6 +426,16 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
   :math:`\\sigma > \\lambda`, where squaring costs no accuracy), and on XLA:CPU
   about 10x faster than ``jnp.linalg.svd`` at H = 256 -- the projection runs
   after every update, so it set the stable RNN's training speed.
+  ``method="polar"`` is the same projection without an eigensolver: with the
+  polar decomposition :math:`W = U_p H` (:math:`H = V \\Sigma V^\\top`) and
+  :math:`|A|` the polar factor :math:`H` of the symmetric :math:`A = H - \\lambda I`,
+  :math:`\\min(H, \\lambda I) = (H + \\lambda I - |H - \\lambda I|) / 2` and the
+  projection is :math:`U_p \\min(H, \\lambda I)`. Both polar decompositions are
+  QDWH iterations (``jax.lax.linalg.qdwh``: QR, Cholesky and matmuls, batched
+  under ``vmap``), which may suit a GPU better than one ``syevd`` per matrix;
+  on XLA:CPU it measured ~4x slower than ``"gram"``. Accurate to float32
+  round-off like ``"gram"`` (directions with :math:`\\sigma` within round-off of
+  :math:`\\lambda` are clipped or not, either way within it).
   ``method="power"`` estimates
   :math:`\\sigma_{max}` by power iteration and rescales the whole matrix: much
   cheaper for large H, but not the Euclidean projection, and the estimate
@@ -449,12 +459,24 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
     inside = s[0] <= lam * (1 + _INSIDE_SLACK)
     clipped = (u * jnp.minimum(s, lam)) @ vt
     new_w = jnp.where(inside, w, clipped)
+  elif method == "polar":
+    u, h, _, _ = lax.linalg.qdwh(w)
+    h = (h + h.T) / 2
+    eye = jnp.eye(h.shape[0], dtype=h.dtype)
+    _, dist, _, _ = lax.linalg.qdwh(h - lam * eye, is_hermitian=True)  # |H - lam I|
+    dist = (dist + dist.T) / 2
+    # Inside the set, H - lam I is negative semidefinite and |H - lam I| = lam I - H;
+    # the Frobenius norm bounds the spectral one, so this never calls a point
+    # outside by more than the slack "inside".
+    excess = jnp.linalg.norm(dist + h - lam * eye)
+    inside = excess <= 2 * lam * _INSIDE_SLACK
+    new_w = jnp.where(inside, w, u @ ((h + lam * eye - dist) / 2))
   elif method == "power":
     sigma = _power_spectral_norm(w, power_iters)
     new_w = jnp.where(sigma <= lam * (1 + _INSIDE_SLACK), w, w * (lam / sigma))
   else:
     raise ValueError(
-        f"RNN projection method must be 'gram', 'svd' or 'power', got {method!r}")
+        f"RNN projection method must be 'gram', 'svd', 'polar' or 'power', got {method!r}")
   return {**params, "recurrent_kernel": new_w}
 
 
