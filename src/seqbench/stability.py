@@ -426,11 +426,11 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
   :math:`\\sigma > \\lambda`, where squaring costs no accuracy), and on XLA:CPU
   about 10x faster than ``jnp.linalg.svd`` at H = 256 -- the projection runs
   after every update, so it set the stable RNN's training speed.
-  ``method="polar"`` is the same projection without an eigensolver: with the
-  polar decomposition :math:`W = U_p H` (:math:`H = V \\Sigma V^\\top`) and
-  :math:`|A|` the polar factor :math:`H` of the symmetric :math:`A = H - \\lambda I`,
-  :math:`\\min(H, \\lambda I) = (H + \\lambda I - |H - \\lambda I|) / 2` and the
-  projection is :math:`U_p \\min(H, \\lambda I)`. Both polar decompositions are
+  ``method="polar"`` is the same projection without an eigensolver. With the
+  polar decomposition :math:`W = U_p H` (:math:`H = V \\Sigma V^\\top`), and
+  :math:`|A|` the positive factor of the polar decomposition of the symmetric
+  :math:`A = H - \\lambda I`, :math:`\\min(H, \\lambda I) = (H + \\lambda I - |A|) / 2`,
+  and the projection is :math:`U_p \\min(H, \\lambda I)`. Both polar decompositions are
   QDWH iterations (``jax.lax.linalg.qdwh``: QR, Cholesky and matmuls, batched
   under ``vmap``), which may suit a GPU better than one ``syevd`` per matrix;
   on XLA:CPU it measured ~4x slower than ``"gram"``. Accurate to float32
