@@ -166,6 +166,18 @@ def test_output_directory_that_cannot_be_made_is_a_usage_error(capsys, tmp_path)
   assert e.value.code == 2 and "cannot create output directory" in capsys.readouterr().err
 
 
+def test_make_output_dir_creates_nested_folders_and_names_the_bad_one(tmp_path, monkeypatch):
+  P.make_output_dir(str(tmp_path / "x" / "y"))
+  assert (tmp_path / "x" / "y").is_dir()
+  (tmp_path / "a_file").write_text("")
+  with pytest.raises(P.OutputDirError, match=r"cannot create output directory .*a_file/z"):
+    P.make_output_dir(str(tmp_path / "a_file" / "z"))
+  # Root may write anywhere, so a read-only folder is simulated at os.access.
+  monkeypatch.setattr(P.os, "access", lambda path, mode: False)
+  with pytest.raises(P.OutputDirError, match=r"output directory '.*/x' is not writable"):
+    P.make_output_dir(str(tmp_path / "x"))
+
+
 # ---------------------------------------------------------------- atomic writes
 
 

@@ -107,6 +107,28 @@ def _umask() -> int:
   return mask
 
 
+class OutputDirError(ValueError):
+  """An output folder that cannot be created or written to; the message is one line."""
+
+
+def make_output_dir(folder: str) -> None:
+  """Create ``folder`` if needed and check it is writable, before any work starts.
+
+  The CLIs call this first, so a bad ``--out`` is one clear line instead of an
+  OSError traceback after minutes of work, and nothing is half-written.
+
+  Raises:
+    OutputDirError: it cannot be created, or is not writable.
+  """
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise OutputDirError(f"cannot create output directory {folder!r}: "
+                         f"{e.strerror or e}") from None
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise OutputDirError(f"output directory {folder!r} is not writable")
+
+
 def write_atomic(path: str, data: str | bytes) -> None:
   """Write ``data`` to ``path`` via a temporary file and ``os.replace``.
 

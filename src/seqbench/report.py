@@ -814,11 +814,11 @@ def report_main(argv=None) -> int:
     name = "report.md" if args.format == "md" else "report.tex"
     out_file = os.path.join(args.out, name) if is_dir else args.out
     plot_dir = os.path.join(os.path.dirname(os.path.abspath(out_file)), "plots")
+    from seqbench.provenance import OutputDirError, make_output_dir  # pylint: disable=g-import-not-at-top
     try:  # before any plot is drawn: a bad --out is one line, and nothing is written
-      os.makedirs(os.path.dirname(os.path.abspath(out_file)), exist_ok=True)
-    except OSError as e:
-      print(f"seqbench report: cannot create {os.path.dirname(os.path.abspath(out_file))!r}: "
-            f"{e.strerror or e}", file=sys.stderr)
+      make_output_dir(os.path.dirname(os.path.abspath(out_file)))
+    except OutputDirError as e:
+      print(f"seqbench report: {e}", file=sys.stderr)
       return 2
   plots = make_plots(groups, plot_dir) if args.plots else []
   if args.format == "md":

@@ -71,7 +71,7 @@ from flax import serialization
 
 from seqbench import stability
 from seqbench import tasks as tasks_lib
-from seqbench.provenance import git_state, run_metadata, write_atomic
+from seqbench.provenance import OutputDirError, git_state, make_output_dir, run_metadata, write_atomic
 from seqbench.experiments import (ConfigError, Experiment, TrainConfig, apply_overrides,
                                   get_experiment, parse_set_args)
 from seqbench.experiments import smoke as smoke_config
@@ -141,12 +141,9 @@ def ensure_out_dir(out_dir: str) -> None:
       instead of an OSError traceback after the run has started).
   """
   try:
-    os.makedirs(out_dir, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f"cannot create output directory {out_dir!r}: "
-                      f"{e.strerror or e}") from None
-  if not os.access(out_dir, os.W_OK | os.X_OK):
-    raise ConfigError(f"output directory {out_dir!r} is not writable")
+    make_output_dir(out_dir)
+  except OutputDirError as e:
+    raise ConfigError(str(e)) from None
 
 
 def check_seed(seed) -> int:

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Optional
 
-from seqbench.provenance import write_atomic
+from seqbench.provenance import OutputDirError, make_output_dir, write_atomic
 
 DTYPES = {"f32": "float32", "bf16": "bfloat16", "float32": "float32", "bfloat16": "bfloat16"}
 
@@ -268,9 +268,9 @@ def main(argv=None) -> int:
     parser.error(f"--only {args.only!r} matches no entry of suite {args.suite!r}; "
                  f"entries: {', '.join(names)}")
   try:
-    os.makedirs(args.out, exist_ok=True)
-  except OSError as e:
-    parser.error(f"cannot create output directory {args.out!r}: {e.strerror or e}")
+    make_output_dir(args.out)
+  except OutputDirError as e:
+    parser.error(str(e))
   # Rows also stream to a partial file as they are measured, so a run cut off
   # by a time limit still leaves what it measured (the final file is atomic).
   partial_path = os.path.join(args.out, "bench.partial.jsonl")
