@@ -321,6 +321,8 @@ def test_next_lr_rules():
     (["mh-jsb-rnn-stable", "--set", "train.clip=-1"], "train.clip must be >= 0"),
     (["mh-jsb-rnn-stable", "--set", "train.clip=nan"], "train.clip must be >= 0"),
     (["mh-jsb-rnn-stable", "--set", "train.momentum=1.5"], "train.momentum must be in [0, 1)"),
+    (["mh-jsb-rnn-stable", "--set", "train.lam=1.2"], "train.lam must be in (0, 1]"),
+    (["mh-jsb-rnn-stable", "--set", "train.lam=0"], "train.lam must be in (0, 1]"),
     ([], "required"),
 ])
 def test_bad_cli_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):

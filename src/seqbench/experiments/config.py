@@ -162,8 +162,12 @@ class TrainConfig:
       raise ConfigError(f"train.lr_step_epochs must be >= 1, got {self.lr_step_epochs}")
     if self.context is not None and self.context < 1:
       raise ConfigError(f"train.context must be >= 1 (or unset), got {self.context}")
-    if not self.lam > 0:
-      raise ConfigError(f"train.lam must be > 0, got {self.lam}")
+    if not 0 < self.lam <= 1:
+      # The projected set's certified bound is lam; above 1 it certifies no
+      # contraction, so "stable" would be a misnomer (train.stable=false is the
+      # unconstrained model).
+      raise ConfigError(f"train.lam must be in (0, 1]: a factor above 1 is not a "
+                        f"contraction, got {self.lam}")
     if self.projection not in PROJECTIONS:
       raise ConfigError(f"train.projection must be one of {', '.join(PROJECTIONS)}, "
                         f"got {self.projection!r}")
