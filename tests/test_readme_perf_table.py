@@ -52,3 +52,18 @@ def test_compile_table_takes_the_slowest_step_and_says_the_cache_state(tmp_path)
   assert "| cold (empty) | 7.50 s | A conv train | 2 of 3 |" in by_run["cold"]
   assert "| warm (3 entries) | 2.40 s | A conv train | 0 of 1 |" in by_run["warm"]
   assert "| autotuning off | 3.40 s |" in by_run["off"]
+
+
+def test_precision_note_names_a_side_that_computed_in_another_dtype():
+  perf_table = load_script("perf_table")
+  ours = {"model": "seqbench LSTM", "dtype": "bfloat16", "output_dtype": "bfloat16"}
+  flax_new = {"model": "flax OptimizedLSTMCell", "dtype": "bfloat16", "output_dtype": "bfloat16"}
+  # Rows from before output_dtype existed: flax's float32 carry promoted them.
+  flax_old = {"model": "flax OptimizedLSTMCell", "dtype": "bfloat16"}
+  flax_f32 = {"model": "flax OptimizedLSTMCell", "dtype": "float32"}
+  mixed = {"model": "seqbench LSTM", "dtype": "bfloat16", "output_dtype": "float32"}
+  assert perf_table._precision_note(ours, flax_new) == ""
+  assert perf_table._precision_note(ours, flax_f32) == ""
+  assert perf_table._precision_note(ours, flax_old) == \
+      " (flax OptimizedLSTMCell computed in float32)"
+  assert perf_table._precision_note(mixed, flax_new) == " (seqbench LSTM computed in float32)"

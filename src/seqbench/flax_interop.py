@@ -42,9 +42,21 @@ class FlaxCell(nn.RNNCellBase):
     return 1
 
 
-def flax_lstm_baseline(hidden_size: int, **rnn_kwargs) -> nn.RNN:
-  """flax's ``nn.RNN(nn.OptimizedLSTMCell(hidden_size))`` (batch-major)."""
-  return nn.RNN(nn.OptimizedLSTMCell(hidden_size), **rnn_kwargs)
+def flax_lstm_baseline(hidden_size: int, dtype=None, **rnn_kwargs) -> nn.RNN:
+  """flax's ``nn.RNN(nn.OptimizedLSTMCell(hidden_size))`` (batch-major).
+
+  Args:
+    hidden_size: the LSTM's width.
+    dtype: the computation dtype of the gate matmuls (flax's ``dtype``);
+      ``None`` promotes from the inputs and parameters. Parameters are created
+      in float32 either way (flax's orthogonal init is a QR with no bfloat16
+      form); cast them afterwards for a low-precision model. flax's default
+      initial carry is float32 too, so a bfloat16 run passes its own
+      ``initial_carry``, else the recurrent matmul runs in float32.
+    **rnn_kwargs: passed to ``nn.RNN`` (``unroll``, ...).
+  """
+  return nn.RNN(nn.OptimizedLSTMCell(hidden_size, dtype=dtype, param_dtype=jnp.float32),
+                **rnn_kwargs)
 
 
 def lstm_params_from_flax(flax_params: Any) -> dict:

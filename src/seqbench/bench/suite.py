@@ -137,17 +137,22 @@ def _flax_lstm_entry() -> Entry:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
 
   def build(size: SuiteSize, dtype, key):
-    model = sb.flax_interop.flax_lstm_baseline(size.hidden, unroll=1)
+    model = sb.flax_interop.flax_lstm_baseline(size.hidden, dtype=dtype, unroll=1)
     xs = jnp.zeros((size.batch, size.time, size.input_size), dtype)
-    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), model.init(key, xs))
+    # flax's own initial carry is float32 (param_dtype): in a bfloat16 row it
+    # would promote the recurrent matmul to float32, so the carry is passed.
+    zero_carry = lambda b: tuple(jnp.zeros((b, size.hidden), dtype) for _ in range(2))
+    params = jax.tree_util.tree_map(
+        lambda a: a.astype(dtype), model.init(key, xs, initial_carry=zero_carry(size.batch)))
     # param_dtype stays float32: flax checks a given parameter's shape by tracing
     # its initializer in param_dtype, and the orthogonal init (a QR) has no
     # bfloat16 form. The parameters passed in are ``dtype`` all the same.
     cell = nn.OptimizedLSTMCell(size.hidden, dtype=dtype, param_dtype=jnp.float32)
     cell_params = {"params": params["params"]["cell"]}
-    carry = tuple(jnp.zeros((size.batch, size.hidden), dtype) for _ in range(2))
+    carry = zero_carry(size.batch)
     x_t = jnp.zeros((size.batch, size.input_size), dtype)
-    return params, model.apply, (lambda p, c, x: cell.apply(p, c, x), (cell_params, carry, x_t))
+    apply = lambda p, xs: model.apply(p, xs, initial_carry=zero_carry(xs.shape[0]))
+    return params, apply, (lambda p, c, x: cell.apply(p, c, x), (cell_params, carry, x_t))
 
   return Entry("flax OptimizedLSTMCell", "recurrent", "nn.RNN", None, build)
 
@@ -242,6 +247,9 @@ def run_entry(entry: Entry, size: SuiteSize, dtype, *, modes=("train", "forward"
   xs = jax.random.normal(jax.random.PRNGKey(1), (batch, time_len, size.input_size), dtype)
   dtype_name = jnp.dtype(dtype).name
   kind = jax.devices()[0].device_kind
+  # The dtype the model computes its outputs in: a baseline whose float32
+  # state promotes a "bfloat16" row is then visible in the row itself.
+  output_dtype = jnp.dtype(jax.eval_shape(apply, params, xs).dtype).name
   for mode in modes:
     if mode == "train":
       optimizer = optax.adam(1e-3)
@@ -256,7 +264,10 @@ def run_entry(entry: Entry, size: SuiteSize, dtype, *, modes=("train", "forward"
       timing = time_compiled(fn, *args, n=size.n)
     else:
       raise ValueError(f"unknown mode {mode!r}")
-    yield _row(entry, mode, run_size, time_len, batch, timing, dtype_name, kind)
+    row = _row(entry, mode, run_size, time_len, batch, timing, dtype_name, kind)
+    if mode != "stream":
+      row["output_dtype"] = output_dtype
+    yield row
 
 
 def torch_rows(size: SuiteSize, dtype_name: str) -> Iterator[dict]:
