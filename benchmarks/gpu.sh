@@ -21,6 +21,9 @@
 #              truncated model's two inner loops and its matmul floor
 #   tcn        TCN conv forms vs the PyTorch TCN
 #   bf16       seqbench bench --suite full --dtype bf16, no scaling sweep
+#   bf16_lstm  the bf16 suite's LSTM rows only (seqbench, flax, torch cuDNN; ~1 min):
+#              flax's row computes in bf16 since the carry fix (its older bf16 rows
+#              ran the recurrent matmul in f32)
 #   wikitext2  the capped Miller & Hardt Wikitext-2 sweep and its cost estimate
 #   vmap       benchmarks/vmap_training.py (vmapped training speed-up, JSB)
 #   music      capped Nottingham sweep (Miller & Hardt pairs and the TCN, 3 seeds
@@ -100,6 +103,12 @@ step_tcn() {
 step_bf16() {
   timeout --foreground -k 20 "$(limit 160)" $PY -m seqbench bench --suite full --dtype bf16 --no-scaling --out "$WORK/full_bf16" 2>&1 \
     | tee "$WORK/full_bf16.log" | tail -n 45
+}
+step_bf16_lstm() {
+  # (BF16_LSTM_SUITE=tiny: a quick check of the step on a CPU.)
+  timeout --foreground -k 20 "$(limit 90)" $PY -m seqbench bench --suite ${BF16_LSTM_SUITE:-full} --dtype bf16 \
+    --no-scaling --no-accuracy --devices off --only "LSTM" --out "$WORK/bf16_lstm" 2>&1 \
+    | tee "$WORK/bf16_lstm.log" | tail -n 20
 }
 step_wikitext2() {
   # Capped only (FULL_SECONDS=0): the full sweep needs more than one session's device time.
