@@ -336,6 +336,19 @@ def test_end_to_end_writes_rows_report_and_plot(bench_run):
   main = [r for r in rows if "sweep" not in r]
   for r in main:
     assert r["model"] in report
+  assert all(r["output_dtype"] == "float32" for r in main
+             if r["framework"] == "jax" and r["mode"] != "stream")
+  assert "Computed in another dtype" not in report
+
+
+def test_precision_note_names_models_whose_outputs_left_the_row_dtype():
+  rows = [{"model": "seqbench LSTM", "dtype": "bfloat16", "output_dtype": "bfloat16"},
+          {"model": "flax OptimizedLSTMCell", "dtype": "bfloat16", "output_dtype": "float32"},
+          {"model": "flax OptimizedLSTMCell", "dtype": "bfloat16", "output_dtype": "float32"},
+          {"model": "torch nn.LSTM", "dtype": "bfloat16"}]
+  assert R.precision_note(rows) == \
+      "Computed in another dtype than the row's: flax OptimizedLSTMCell (float32)."
+  assert R.precision_note(rows[:1] + rows[3:]) == ""
 
 
 def test_end_to_end_jsonl_schema(bench_run):

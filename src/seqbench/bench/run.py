@@ -40,6 +40,20 @@ def _fmt(x, digits=2) -> str:
   return str(x)
 
 
+def precision_note(rows: list) -> str:
+  """One line naming the models whose outputs are not in their row's dtype, or "".
+
+  Such a row's ratio compares different arithmetic (e.g. a bfloat16 run whose
+  baseline keeps a float32 state), so the report says so next to the table.
+  """
+  promoted = sorted({(r["model"], r["output_dtype"]) for r in rows
+                     if r.get("output_dtype") not in (None, r["dtype"])})
+  if not promoted:
+    return ""
+  return ("Computed in another dtype than the row's: " +
+          ", ".join(f"{model} ({dtype})" for model, dtype in promoted) + ".")
+
+
 def markdown_table(rows: list) -> str:
   head = ("| model | executor | mode | median ms | min ms | k tokens/s | compile s "
           "| vs baseline | baseline |")
@@ -359,6 +373,8 @@ def main(argv=None) -> int:
       table,
       "",
   ]
+  if precision_note(rows):
+    report += [precision_note(rows), ""]
   if scaling:
     report += [
         f"## Train throughput vs sequence length (B={size.scaling_batch}, k tokens/s)",
