@@ -130,9 +130,11 @@ _TASKS = {
         tcn=dict(hidden_size=150, levels=4, kernel_size=6, dropout=0.25),
         rnn_hidden={"lstm": 450, "gru": 530, "rnn": 950},
         train=_MUSIC_TRAIN,
-        # TCN measured in benchmarks/results/cpu/repro (3 seeds vmapped, 2-core CPU).
-        cost_cpu=("TCN ~3-3.5 h for 3 seeds vmapped (measured: 1.7 min per epoch alone, 12,500 s in all); "
-                  "RNNs ~2-6 h (694 steps/epoch x 100 epochs)"), cost_gpu="~30 min",
+        # TCN measured in benchmarks/results/cpu/repro on the 2-core CPU, where
+        # vmapping 3 seeds (~34 s a seed-epoch) was slower than one seed at a time (~21 s).
+        cost_cpu=("TCN ~35 min a seed alone (measured: 2,121 s, conv_impl=lax_conv); 3 seeds "
+                  "vmapped ~3 h (1.7 min per epoch); RNNs ~2-6 h (694 steps/epoch x 100 epochs)"),
+        cost_gpu="~30 min",
         notes=_MUSIC_NOTES,
     ),
     "ptb-word": dict(
