@@ -9,7 +9,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import jax.flatten_util
 import numpy as np
+import optax
 import pytest
 
 from seqbench import provenance as P
@@ -374,6 +376,14 @@ def test_end_to_end_jsonl_schema(bench_run):
     assert len(r["times_ms"]) == r["n"] == 2
   for r in main:
     assert "ratio_to_baseline" in r and "baseline" in r and r["device_count"] == 1
+  # Each train row says which optimizer its step ran.
+  for r in rows:
+    if r["mode"] == "train" and r["framework"] == "jax":
+      assert r["optimizer"] == S.BENCH_OPTIMIZER, r["model"]
+    elif r["mode"] == "train":
+      assert r["optimizer"].startswith("torch.optim.Adam"), r["model"]
+    else:
+      assert "optimizer" not in r, (r["model"], r["mode"])
   lstm = [r for r in main if r["model"] == "seqbench LSTM"]
   # The baseline preference: torch's LSTM when it was measured, else flax's.
   expected = ("torch nn.LSTM" if any(r["model"] == "torch nn.LSTM" for r in main)
@@ -424,6 +434,46 @@ def test_every_suite_entry_builds_and_runs_in_bfloat16():
     assert rows, entry.name
     for row in rows:
       assert row["dtype"] == "bfloat16" and row["median_ms"] > 0, (entry.name, row["mode"])
+
+
+def test_the_bench_optimizer_updates_every_entry_as_per_leaf_adam_does():
+  # Train rows step Adam on one raveled vector (torch's multi-tensor Adam, in
+  # effect). Adam is elementwise, so that is the same update as per-leaf Adam;
+  # and raveling must not promote: every entry's params share one dtype.
+  size = dataclasses.replace(S.SUITES["tiny"], n=1)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (size.batch, size.time, size.input_size))
+  per_leaf = optax.adam(1e-3)
+  checked = set()
+  for entry in S.entries(size):
+    # The executor does not change the parameters: one check per model.
+    if entry.name in checked:
+      continue
+    checked.add(entry.name)
+    for dtype in (jnp.bfloat16, jnp.float32):
+      shapes = jax.eval_shape(lambda key: entry.build(size, dtype, key)[0],  # pylint: disable=cell-var-from-loop
+                              jax.random.PRNGKey(0))
+      assert {l.dtype for l in jax.tree_util.tree_leaves(shapes)} == {jnp.dtype(dtype)}, \
+          (entry.name, entry.executor)
+    # The step itself for each parameter layout (the RNN's and GRU's first
+    # entries unroll 8 steps and cost 3-8 s of compile for nothing new).
+    if entry.executor not in ("scan", "parallel", "conv", "nn.RNN"):
+      continue
+    params, apply, _ = entry.build(size, jnp.float32, jax.random.PRNGKey(0))
+    flat = S.bench_optimizer()
+    # Standard promotion: optax's bias correction mixes a Python float with
+    # its int32 step count (as in the bf16 test below).
+    with jax.numpy_dtype_promotion("standard"):
+      new_flat, _, loss_flat = jax.jit(S.train_step(apply, flat))(params, flat.init(params), xs)
+      new_leaf, _, loss_leaf = jax.jit(S.train_step(apply, per_leaf))(
+          params, per_leaf.init(params), xs)
+    assert float(loss_flat) == float(loss_leaf)
+    for a, b, p in zip(*(jax.tree_util.tree_leaves(t) for t in (new_flat, new_leaf, params))):
+      assert a.dtype == p.dtype and a.shape == p.shape
+      # The first Adam step moves each weight by ~lr; the two agree to rounding.
+      np.testing.assert_allclose(np.asarray(a - p), np.asarray(b - p), rtol=1e-4, atol=1e-9,
+                                 err_msg=f"{entry.name} {entry.executor}")
+    assert np.max(np.abs(np.asarray(jax.flatten_util.ravel_pytree(new_flat)[0]
+                                    - jax.flatten_util.ravel_pytree(params)[0]))) > 5e-4
 
 
 def test_every_suite_entry_computes_in_bfloat16_and_agrees_with_float32():

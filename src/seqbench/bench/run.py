@@ -366,15 +366,17 @@ def main(argv=None) -> int:
       f"Reference size: B={size.batch}, T={size.time}, D={size.input_size}, H={size.hidden}; "
       f"TCN {size.tcn_levels} levels, kernel {size.tcn_kernel}, {size.hidden} channels. "
       "Times are the median and min of "
-      f"n={size.n} calls after 2 warm-ups, compile timed apart. `train` = fwd+bwd+Adam update; "
+      f"n={size.n} calls after 2 warm-ups, compile timed apart. `train` = fwd+bwd+Adam update "
+      f"(ours: {S.BENCH_OPTIMIZER}; torch: its default Adam, multi-tensor on CUDA); "
       "`stream` = latency of one new output (k tokens/s there counts batch outputs per second). "
       "`vs baseline` = baseline time / row time in this run (> 1 is faster).",
       "",
       table,
       "",
   ]
-  if precision_note(rows):
-    report += [precision_note(rows), ""]
+  note = precision_note(rows)
+  if note:
+    report += [note, ""]
   if scaling:
     report += [
         f"## Train throughput vs sequence length (B={size.scaling_batch}, k tokens/s)",

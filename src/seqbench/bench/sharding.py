@@ -154,7 +154,7 @@ def device_rows(entry, size, dtype, counts: Sequence[int], *,
     batch = per_device * count
     run_size = dataclasses.replace(size, batch=batch)
     params, apply, _ = entry.build(run_size, dtype, jax.random.PRNGKey(0))
-    optimizer = optax.adam(1e-3)
+    optimizer = S.bench_optimizer()
     state = (params, optimizer.init(params))
     local_batch, key = batch, jax.random.PRNGKey(1)
     if jax.process_count() > 1:  # each process brings its share of the batch
@@ -169,7 +169,8 @@ def device_rows(entry, size, dtype, counts: Sequence[int], *,
     make_row = S._row  # pylint: disable=protected-access
     row = make_row(entry, "train", run_size, size.time, batch, timing, dtype_name,
                    devices[0].device_kind, device_count=count)
-    yield {**row, "per_device_batch": per_device, "sweep": "devices"}
+    yield {**row, "optimizer": S.BENCH_OPTIMIZER, "per_device_batch": per_device,
+           "sweep": "devices"}
 
 
 def add_device_speedups(rows: list) -> list:
