@@ -12,8 +12,9 @@ Targets (suite sizes from ``seqbench.bench.suite``, ``--suite full`` is the
 GPU reference size B=64, T=256, D=256, H=512):
 
 * ``lstm-scan``: the LSTM train step, scan(unroll=8) (the cuDNN comparison);
-* ``tcn``: the TCN train step (the PyTorch-TCN comparison; Adam on one raveled
-  vector, as the bench steps since the H100 profile showed it 9% faster), and
+* ``tcn``: the TCN train step (the PyTorch-TCN comparison; with the bench's
+  optimizer, on accelerators Adam on one raveled vector, which this profile
+  showed 9% faster on an H100), and
   ``tcn-per-leaf-adam`` the same with optax's per-leaf Adam;
 * ``lstm-scan-long`` and ``lstm-truncated-long``: scan(unroll=8) and
   truncated(k=16) train steps at T=1024, B=32 (the truncated-vs-scan target);
@@ -60,8 +61,8 @@ def _suite_target(model: str, executor: str, long: bool = False, per_leaf_adam: 
   """A suite entry's train step (fwd + bwd + Adam), as the bench times it.
 
   The step's optimizer is the bench's (:func:`seqbench.bench.suite.bench_optimizer`,
-  Adam on one raveled vector); ``per_leaf_adam``: optax's Adam per leaf
-  instead, the bench's optimizer before 2026-11-28 (the TCN has 50 parameter
+  Adam on one raveled vector on accelerators); ``per_leaf_adam``: optax's Adam
+  per leaf instead, the bench's optimizer on accelerators before 2026-11-28 (the TCN has 50 parameter
   leaves, each with its own small update kernels; on XLA:CPU the train step
   has 405 fusions instead of 324).
   """

@@ -379,7 +379,7 @@ def test_end_to_end_jsonl_schema(bench_run):
   # Each train row says which optimizer its step ran.
   for r in rows:
     if r["mode"] == "train" and r["framework"] == "jax":
-      assert r["optimizer"] == S.BENCH_OPTIMIZER, r["model"]
+      assert r["optimizer"] == S.BENCH_OPTIMIZERS["cpu"], r["model"]
     elif r["mode"] == "train":
       assert r["optimizer"].startswith("torch.optim.Adam"), r["model"]
     else:
@@ -436,10 +436,14 @@ def test_every_suite_entry_builds_and_runs_in_bfloat16():
       assert row["dtype"] == "bfloat16" and row["median_ms"] > 0, (entry.name, row["mode"])
 
 
-def test_the_bench_optimizer_updates_every_entry_as_per_leaf_adam_does():
-  # Train rows step Adam on one raveled vector (torch's multi-tensor Adam, in
-  # effect). Adam is elementwise, so that is the same update as per-leaf Adam;
-  # and raveling must not promote: every entry's params share one dtype.
+def test_the_accelerator_bench_optimizer_updates_every_entry_as_per_leaf_adam_does():
+  # On GPU/TPU train rows step Adam on one raveled vector (torch's multi-tensor
+  # Adam, in effect); the CPU keeps per-leaf Adam. Adam is elementwise, so
+  # both are the same update; and raveling must not promote: every entry's
+  # params share one dtype.
+  assert S.bench_optimizer_name("cpu") == S.BENCH_OPTIMIZERS["cpu"]
+  assert S.bench_optimizer_name("gpu") == S.bench_optimizer_name("tpu") == \
+      S.BENCH_OPTIMIZERS["accelerator"]
   size = dataclasses.replace(S.SUITES["tiny"], n=1)
   xs = jax.random.normal(jax.random.PRNGKey(1), (size.batch, size.time, size.input_size))
   per_leaf = optax.adam(1e-3)
@@ -459,7 +463,11 @@ def test_the_bench_optimizer_updates_every_entry_as_per_leaf_adam_does():
     if entry.executor not in ("scan", "parallel", "conv", "nn.RNN"):
       continue
     params, apply, _ = entry.build(size, jnp.float32, jax.random.PRNGKey(0))
-    flat = S.bench_optimizer()
+    # The CPU's optimizer keeps a moment per leaf; the accelerators' one vector.
+    cpu_moments = S.bench_optimizer("cpu").init(params)[0].mu
+    assert jax.tree_util.tree_structure(cpu_moments) == jax.tree_util.tree_structure(params)
+    flat = S.bench_optimizer("gpu")
+    assert len(jax.tree_util.tree_leaves(flat.init(params))) <= 3
     # Standard promotion: optax's bias correction mixes a Python float with
     # its int32 step count (as in the bf16 test below).
     with jax.numpy_dtype_promotion("standard"):

@@ -367,7 +367,7 @@ def main(argv=None) -> int:
       f"TCN {size.tcn_levels} levels, kernel {size.tcn_kernel}, {size.hidden} channels. "
       "Times are the median and min of "
       f"n={size.n} calls after 2 warm-ups, compile timed apart. `train` = fwd+bwd+Adam update "
-      f"(ours: {S.BENCH_OPTIMIZER}; torch: its default Adam, multi-tensor on CUDA); "
+      f"(ours: {S.bench_optimizer_name()}; torch: its default Adam, multi-tensor on CUDA); "
       "`stream` = latency of one new output (k tokens/s there counts batch outputs per second). "
       "`vs baseline` = baseline time / row time in this run (> 1 is faster).",
       "",

@@ -169,7 +169,7 @@ def device_rows(entry, size, dtype, counts: Sequence[int], *,
     make_row = S._row  # pylint: disable=protected-access
     row = make_row(entry, "train", run_size, size.time, batch, timing, dtype_name,
                    devices[0].device_kind, device_count=count)
-    yield {**row, "optimizer": S.BENCH_OPTIMIZER, "per_device_batch": per_device,
+    yield {**row, "optimizer": S.bench_optimizer_name(), "per_device_batch": per_device,
            "sweep": "devices"}
 
 

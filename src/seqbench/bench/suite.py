@@ -202,23 +202,42 @@ def bench_loss(apply: Callable) -> Callable:
   return loss_fn
 
 
-#: What every ``train`` row's step applies, as recorded in the row.
-BENCH_OPTIMIZER = "adam(lr=1e-3) on one raveled buffer (optax.flatten)"
+#: How each backend's ``train`` rows apply Adam (lr 1e-3), as the rows record it.
+BENCH_OPTIMIZERS = {
+    "cpu": "adam(lr=1e-3), per leaf",
+    "accelerator": "adam(lr=1e-3) on one raveled buffer (optax.flatten)",
+}
 
 
-def bench_optimizer() -> optax.GradientTransformation:
-  """The optimizer of every ``train`` row: Adam (lr 1e-3) over one raveled vector.
+def _optimizer_kind(backend: Optional[str]) -> str:
+  return "cpu" if (backend or jax.default_backend()) == "cpu" else "accelerator"
 
-  Adam is elementwise, so raveling the parameters into one vector
-  (:func:`optax.flatten`) computes the same update (to rounding) as per-leaf
-  Adam, in a few large kernels instead of a few small ones per leaf. It is
-  the analogue of the multi-tensor (``foreach``) Adam that the PyTorch
-  baselines get by default on CUDA. Measured (train step, float32): NVIDIA
-  H100, suite ``full`` TCN 11.02 vs 12.16 ms per-leaf
-  (``benchmarks/results/nvidia-h100/profile_f32_bfbde61``); 2-core CPU,
-  suite ``default``, TCN 96 vs 105 ms and WaveNet 111 vs 138 ms, the
-  recurrent entries (3-8 leaves) unchanged within noise.
+
+def bench_optimizer_name(backend: Optional[str] = None) -> str:
+  """What :func:`bench_optimizer` applies on ``backend`` (default: JAX's)."""
+  return BENCH_OPTIMIZERS[_optimizer_kind(backend)]
+
+
+def bench_optimizer(backend: Optional[str] = None) -> optax.GradientTransformation:
+  """The optimizer of every ``train`` row: Adam, lr 1e-3.
+
+  On GPU/TPU it runs over one raveled vector (:func:`optax.flatten`): Adam is
+  elementwise, so that is the same update (to rounding) as per-leaf Adam, in
+  a few large kernels instead of a few small ones per leaf -- the analogue of
+  the multi-tensor (``foreach``) Adam that the PyTorch baselines get by
+  default on CUDA. Measured, train step, float32: NVIDIA H100, suite ``full``
+  TCN (50 leaves) 11.02 vs 12.16 ms per leaf
+  (``benchmarks/results/nvidia-h100/profile_f32_bfbde61``). On the 2-core CPU
+  (suite ``default``, unloaded, 2026-11-28) raveling gained nothing for the
+  conv nets and cost the LSTM scan ~15 % (23.7 vs 20.6 ms: the concatenation
+  of the gradients and the slicing of the update are extra passes there), so
+  the CPU keeps per-leaf Adam.
+
+  Args:
+    backend: ``"cpu"``, ``"gpu"``, ``"tpu"``; default JAX's default backend.
   """
+  if _optimizer_kind(backend) == "cpu":
+    return optax.adam(1e-3)
   return optax.flatten(optax.adam(1e-3))
 
 
@@ -288,7 +307,7 @@ def run_entry(entry: Entry, size: SuiteSize, dtype, *, modes=("train", "forward"
     if mode != "stream":
       row["output_dtype"] = output_dtype
     if mode == "train":
-      row["optimizer"] = BENCH_OPTIMIZER
+      row["optimizer"] = bench_optimizer_name()
     yield row
 
 
