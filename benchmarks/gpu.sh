@@ -37,7 +37,8 @@
 #   gradforms  benchmarks/scan_grad_forms.py: the LSTM scan's gradient by autodiff
 #              vs with the recurrent weight's gradient as one GEMM, f32 and bf16
 #   compile    the slowest-compiling suite steps (LRU parallel, WaveNet, TCN)
-#              with the autotune cache cold, warm, and with autotuning off
+#              with the autotune cache cold, warm, with autotuning off, and at
+#              autotune level 1
 #   profile    benchmarks/profile_steps.py: device busy time vs wall time and the
 #              top kernels of the steps that miss their targets (f32, then bf16
 #              for the suite steps)
@@ -149,15 +150,18 @@ step_compile() {
   # cut the WaveNet train step's compile from 7.2 to 3.4 s but made it run 8.8x
   # slower; the per-fusion autotune cache that `seqbench` now keeps made a
   # second process compile it in 2.4 s at full speed. So: a cold cache, the
-  # same cache warm, and autotuning off without a cache.
+  # same cache warm, autotuning off without a cache, and autotuning at level 1
+  # without a cache (XLA's default level 4 also initialises, re-initialises and
+  # checks the candidates' output buffers; level 1 only times them: does that
+  # keep the choice and cut the cold compile?).
   # (COMPILE_SUITE=tiny: a quick check of the step on a CPU.)
   local atc="$WORK/autotune_cache" run xf
   local -a vars
-  for run in cold warm off; do
+  for run in cold warm off level1; do
     vars=(SEQBENCH_AUTOTUNE_CACHE="$atc")
-    if [ $run = off ]; then
+    if [ $run = off ] || [ $run = level1 ]; then
       # XLA reads a XLA_FLAGS that does not start with "--" as a file name.
-      xf="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"; xf=${xf# }
+      xf="${XLA_FLAGS:-} --xla_gpu_autotune_level=$([ $run = off ] && echo 0 || echo 1)"; xf=${xf# }
       vars=(XLA_FLAGS="$xf" SEQBENCH_AUTOTUNE_CACHE=off)
     fi
     env "${vars[@]}" timeout --foreground -k 20 "$(limit 60)" $PY -m seqbench bench \
