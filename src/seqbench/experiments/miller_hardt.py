@@ -129,7 +129,8 @@ def ptb_char(backbone: str, stable: bool) -> Experiment:
 #: unless said otherwise); the stable variants pay their projection at every step.
 _JSB_CPU_COST = {
     ("rnn", False): "~6 min (3 seeds vmapped: 334 s)",
-    ("rnn", True): "~15-30 min (one run alone: 7-16 s/epoch; the SVD clip every step)",
+    ("rnn", True): ("~3.5 min a seed alone (205 s for 100 epochs, 2026-11-28; the authors' "
+                    "500 epochs: 1,479 s with the truncation study)"),
     ("lstm", False): "~45 min (3 seeds vmapped, on a shared CPU)",
     ("lstm", True): ("~60-75 min (3 seeds vmapped: 35-45 s/epoch, measured before the l1 "
                      "projection lost its sort, which cut the JSB LSTM λ group's step 4.4x)"),
