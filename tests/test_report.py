@@ -216,6 +216,34 @@ def test_merge_keeps_a_copied_run_once_and_refuses_a_run_done_twice(tmp_path):
   assert "report these folders separately" in proc.stderr
 
 
+def test_plot_legends_tell_variants_of_one_experiment_apart(tmp_path, monkeypatch):
+  pytest.importorskip("matplotlib")
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  legends = {}
+  save = Figure.savefig
+
+  def spy(fig, path, *args, **kwargs):
+    legends[os.path.basename(path)] = [t.get_text() for ax in fig.axes if ax.get_legend()
+                                       for t in ax.get_legend().get_texts()]
+    return save(fig, path, *args, **kwargs)
+
+  monkeypatch.setattr(Figure, "savefig", spy)
+  # The same experiment at its registered settings and at 500 epochs, each
+  # with a truncation study and curves.
+  name = "mh-jsb-rnn-stable"
+  rows = [_row(name, 0, 9.3, metric="frame_nll", stable=True, lam=1.0, run_id="r100",
+               config=_registered_config(name)),
+          _row(name, 0, 9.2, metric="frame_nll", stable=True, lam=1.0, run_id="r500",
+               config=_registered_config(name, epochs=500))]
+  _write(tmp_path, rows, [_curves("r100", 0, (0.4, 0.2, 0.1)), _curves("r500", 0, (0.3, 0.1, 0.05))])
+  report.make_plots(report.summarize(report.merge([str(tmp_path)])), str(tmp_path / "plots"))
+  for plot in ("metric_vs_k.png", "gap_vs_k.png", "contraction_over_training.png"):
+    labels = [l for l in legends[plot] if l.startswith(name)]
+    assert len(labels) == len(set(labels)) >= 2, (plot, legends[plot])
+  assert f"{name} [train.epochs=500]" in legends["metric_vs_k.png"]
+  assert name in legends["metric_vs_k.png"]  # the registered settings: the bare name
+
+
 def test_lambda_frontier_plot(tmp_path):
   pytest.importorskip("matplotlib")
   rows = [_row(f"lam-jsb-rnn-lam{lam:g}", s, 8.0 + lam + s / 10, metric="nll", stable=True,

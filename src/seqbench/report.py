@@ -654,6 +654,11 @@ def _slug(s: str) -> str:
   return "".join(c if c.isalnum() or c in "-." else "_" for c in s)
 
 
+def group_label(g: Group) -> str:
+  """A group's name in plot legends: the experiment, and its settings when not registered."""
+  return g.experiment + (f" [{g.variant}]" if g.variant else "")
+
+
 def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
   """PNG plots from rows and curves; returns the paths written (none without matplotlib)."""
   try:
@@ -679,7 +684,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
     for g, tt in trunc:
       pts = [(e["k"], e["test_metric"]) for e in tt if e["test_metric"] is not None]
       if pts:
-        ax.plot(*zip(*pts), marker="o", label=g.experiment)
+        ax.plot(*zip(*pts), marker="o", label=group_label(g))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k")
     ax.set_ylabel(f"test {trunc[0][0].metric_name} of truncated(k)")
@@ -690,7 +695,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
       pts = [(e["k"], e["gap_mean"]) for e in tt if e["gap_mean"] and e["gap_mean"] > 0]
       if not pts:
         continue
-      line, = ax.plot(*zip(*pts), marker="o", label=f"{g.experiment} ‖y−y^k‖")
+      line, = ax.plot(*zip(*pts), marker="o", label=f"{group_label(g)} ‖y−y^k‖")
       lam = g.bound_max if g.bound_max is not None and g.bound_max < 1 else g.lam
       if lam is not None and 0 < lam < 1:
         k0, gap0 = pts[0]
@@ -736,7 +741,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
     lines = [sorted((e, sum(v[j]) / len(v[j])) for e, v in per_epoch.items() if v[j])
              for j in (0, 1)]
     if lines[0] or lines[1]:
-      series.append((g.experiment + (f" [{g.variant}]" if g.variant else ""), lines))
+      series.append((group_label(g), lines))
   if series:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (measured, certified) in series:
