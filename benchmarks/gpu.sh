@@ -155,13 +155,14 @@ step_compile() {
   # checks the candidates' output buffers; level 1 only times them: does that
   # keep the choice and cut the cold compile?).
   # (COMPILE_SUITE=tiny: a quick check of the step on a CPU.)
-  local atc="$WORK/autotune_cache" run xf
+  local atc="$WORK/autotune_cache" run xf level
   local -a vars
   for run in cold warm off level1; do
     vars=(SEQBENCH_AUTOTUNE_CACHE="$atc")
-    if [ $run = off ] || [ $run = level1 ]; then
+    case $run in off) level=0 ;; level1) level=1 ;; *) level= ;; esac
+    if [ -n "$level" ]; then
       # XLA reads a XLA_FLAGS that does not start with "--" as a file name.
-      xf="${XLA_FLAGS:-} --xla_gpu_autotune_level=$([ $run = off ] && echo 0 || echo 1)"; xf=${xf# }
+      xf="${XLA_FLAGS:-} --xla_gpu_autotune_level=$level"; xf=${xf# }
       vars=(XLA_FLAGS="$xf" SEQBENCH_AUTOTUNE_CACHE=off)
     fi
     env "${vars[@]}" timeout --foreground -k 20 "$(limit 60)" $PY -m seqbench bench \

@@ -60,11 +60,11 @@ LONG_TIME, LONG_BATCH = 1024, 32
 def _suite_target(model: str, executor: str, long: bool = False, per_leaf_adam: bool = False):
   """A suite entry's train step (fwd + bwd + Adam), as the bench times it.
 
-  The step's optimizer is the bench's (:func:`seqbench.bench.suite.bench_optimizer`,
-  Adam on one raveled vector on accelerators); ``per_leaf_adam``: optax's Adam
-  per leaf instead, the bench's optimizer on accelerators before 2026-11-28 (the TCN has 50 parameter
-  leaves, each with its own small update kernels; on XLA:CPU the train step
-  has 405 fusions instead of 324).
+  The step's optimizer is the bench's (:func:`seqbench.bench.suite.bench_optimizer`:
+  Adam on one raveled vector on accelerators). ``per_leaf_adam``: optax's Adam
+  per leaf instead, the bench's accelerator optimizer before 2026-11-28 (the
+  TCN has 50 parameter leaves, each with its own small update kernels; on
+  XLA:CPU the train step has 405 fusions instead of 324).
   """
 
   def run(size, dtype, n, seeds):
