@@ -228,20 +228,55 @@ def test_plot_legends_tell_variants_of_one_experiment_apart(tmp_path, monkeypatc
     return save(fig, path, *args, **kwargs)
 
   monkeypatch.setattr(Figure, "savefig", spy)
-  # The same experiment at its registered settings and at 500 epochs, each
-  # with a truncation study and curves.
+  # The same experiment at its registered settings (500 epochs) and at 100,
+  # each with a truncation study and curves.
   name = "mh-jsb-rnn-stable"
   rows = [_row(name, 0, 9.3, metric="frame_nll", stable=True, lam=1.0, run_id="r100",
-               config=_registered_config(name)),
+               config=_registered_config(name, epochs=100)),
           _row(name, 0, 9.2, metric="frame_nll", stable=True, lam=1.0, run_id="r500",
-               config=_registered_config(name, epochs=500))]
+               config=_registered_config(name))]
   _write(tmp_path, rows, [_curves("r100", 0, (0.4, 0.2, 0.1)), _curves("r500", 0, (0.3, 0.1, 0.05))])
   report.make_plots(report.summarize(report.merge([str(tmp_path)])), str(tmp_path / "plots"))
   for plot in ("metric_vs_k.png", "gap_vs_k.png", "contraction_over_training.png"):
     labels = [l for l in legends[plot] if l.startswith(name)]
     assert len(labels) == len(set(labels)) >= 2, (plot, legends[plot])
-  assert f"{name} [train.epochs=500]" in legends["metric_vs_k.png"]
+  assert f"{name} [train.epochs=100]" in legends["metric_vs_k.png"]
   assert name in legends["metric_vs_k.png"]  # the registered settings: the bare name
+
+
+def test_plots_give_each_task_its_own_panel_and_legend(tmp_path, monkeypatch):
+  # Metrics of different tasks share no axis, and every legend sits outside
+  # its panel, inside the saved image.
+  pytest.importorskip("matplotlib")
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  panels = {}
+  save = Figure.savefig
+
+  def spy(fig, path, *args, **kwargs):
+    out = save(fig, path, *args, **kwargs)
+    renderer = fig.canvas.get_renderer()
+    panels[os.path.basename(path)] = [
+        (ax.get_title(loc="left"), ax.get_ylabel(),
+         [t.get_text() for t in ax.get_legend().get_texts()],
+         ax.get_legend().get_window_extent(renderer).x0 > ax.get_window_extent(renderer).x1)
+        for ax in fig.axes]
+    return out
+
+  monkeypatch.setattr(Figure, "savefig", spy)
+  rows = [_row("trunc-eval-jsb-rnn-stable", 0, 9.3, metric="frame_nll", stable=True, lam=0.9,
+               task="jsb", run_id="j"),
+          _row("trunc-eval-wikitext2-lstm-stable", 0, 140.0, metric="perplexity", stable=True,
+               lam=0.9, task="wikitext2", run_id="w")]
+  _write(tmp_path, rows, [_curves("j", 0, (0.4, 0.2, 0.1)), _curves("w", 0, (0.5, 0.3, 0.2))])
+  report.make_plots(report.summarize(report.merge([str(tmp_path)])), str(tmp_path / "plots"))
+  for plot in ("metric_vs_k.png", "gap_vs_k.png", "contraction_over_training.png"):
+    (jsb, jsb_y, jsb_labels, jsb_out), (wt2, wt2_y, wt2_labels, wt2_out) = panels[plot]
+    assert (jsb, wt2) == ("jsb", "wikitext2"), plot
+    assert all(l.startswith("trunc-eval-jsb") or l.startswith("λ") for l in jsb_labels), plot
+    assert all(l.startswith("trunc-eval-wikitext2") or l.startswith("λ") for l in wt2_labels)
+    assert jsb_out and wt2_out, plot
+  assert panels["metric_vs_k.png"][0][1] == "test frame_nll of truncated(k)"
+  assert panels["metric_vs_k.png"][1][1] == "test perplexity of truncated(k)"
 
 
 def test_lambda_frontier_plot(tmp_path):

@@ -659,8 +659,52 @@ def group_label(g: Group) -> str:
   return g.experiment + (f" [{g.variant}]" if g.variant else "")
 
 
+#: Legend entries (fontsize 6) a panel's height makes room for, per inch.
+_LEGEND_ENTRIES_PER_INCH = 6
+#: Inches between stacked panels: room for the x label of one, the title of the next.
+_PANEL_GAP = 0.8
+
+
+def _task_panels(plt, tasks: Sequence[str], entries: Sequence[int]):
+  """A figure with one panel per task, stacked, each tall enough for its legend.
+
+  Groups of different tasks share no axis (their metrics differ), and a
+  report of a whole results folder holds dozens of series: one panel per task
+  with the legend to its right keeps every curve and label readable.
+  """
+  heights = [max(2.8, n / _LEGEND_ENTRIES_PER_INCH) for n in entries]
+  total = sum(heights) + _PANEL_GAP * (len(heights) + 1)
+  fig, axes = plt.subplots(len(tasks), 1, figsize=(7, total), squeeze=False,
+                           gridspec_kw={"height_ratios": heights})
+  # hspace is in units of the mean panel height.
+  fig.subplots_adjust(top=1 - 0.4 / total, bottom=_PANEL_GAP / total,
+                      hspace=_PANEL_GAP * len(heights) / sum(heights))
+  axes = list(axes[:, 0])
+  for ax, task, n in zip(axes, tasks, entries):
+    ax.set_title(task, fontsize=9, loc="left")
+    if n > 10:  # the default cycle has 10 colours: two groups would share one
+      ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+  return fig, axes
+
+
+def _legend_right(ax) -> None:
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def _by_task(items, task_of):
+  out: dict = {}
+  for item in items:
+    out.setdefault(task_of(item), []).append(item)
+  return out
+
+
 def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
-  """PNG plots from rows and curves; returns the paths written (none without matplotlib)."""
+  """PNG plots from rows and curves; returns the paths written (none without matplotlib).
+
+  ``metric_vs_k``, ``gap_vs_k`` and ``contraction_over_training`` have one
+  panel per task.
+  """
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
@@ -672,41 +716,44 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
 
   def save(fig, name):
     path = os.path.join(folder, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    # "tight" grows the canvas to hold the legends drawn right of the axes.
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     written.append(path)
 
   trunc = [(g, truncation_table(g)) for g in groups]
-  trunc = [(g, tt) for g, tt in trunc if tt]
+  trunc = _by_task([(g, tt) for g, tt in trunc if tt], lambda item: item[0].task)
   if trunc:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for g, tt in trunc:
-      pts = [(e["k"], e["test_metric"]) for e in tt if e["test_metric"] is not None]
-      if pts:
-        ax.plot(*zip(*pts), marker="o", label=group_label(g))
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel(f"test {trunc[0][0].metric_name} of truncated(k)")
-    ax.legend(fontsize=6)
+    tasks = sorted(trunc)
+    fig, axes = _task_panels(plt, tasks, [len(trunc[t]) for t in tasks])
+    for ax, task in zip(axes, tasks):
+      for g, tt in trunc[task]:
+        pts = [(e["k"], e["test_metric"]) for e in tt if e["test_metric"] is not None]
+        if pts:
+          ax.plot(*zip(*pts), marker="o", label=group_label(g))
+      ax.set_xscale("log", base=2)
+      ax.set_xlabel("k")
+      ax.set_ylabel(f"test {trunc[task][0][0].metric_name} of truncated(k)")
+      _legend_right(ax)
     save(fig, "metric_vs_k.png")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for g, tt in trunc:
-      pts = [(e["k"], e["gap_mean"]) for e in tt if e["gap_mean"] and e["gap_mean"] > 0]
-      if not pts:
-        continue
-      line, = ax.plot(*zip(*pts), marker="o", label=f"{group_label(g)} ‖y−y^k‖")
-      lam = g.bound_max if g.bound_max is not None and g.bound_max < 1 else g.lam
-      if lam is not None and 0 < lam < 1:
-        k0, gap0 = pts[0]
-        ks = [k for k, _ in pts]
-        ax.plot(ks, [gap0 * lam ** (k - k0) for k in ks], ls="--", color=line.get_color(),
-                label=f"λ^k slope, λ={lam:.3g}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("k")
-    ax.set_ylabel("mean ‖y − y^k‖ (test)")
-    ax.legend(fontsize=6)
+    fig, axes = _task_panels(plt, tasks, [2 * len(trunc[t]) for t in tasks])
+    for ax, task in zip(axes, tasks):
+      for g, tt in trunc[task]:
+        pts = [(e["k"], e["gap_mean"]) for e in tt if e["gap_mean"] and e["gap_mean"] > 0]
+        if not pts:
+          continue
+        line, = ax.plot(*zip(*pts), marker="o", label=f"{group_label(g)} ‖y−y^k‖")
+        lam = g.bound_max if g.bound_max is not None and g.bound_max < 1 else g.lam
+        if lam is not None and 0 < lam < 1:
+          k0, gap0 = pts[0]
+          ks = [k for k, _ in pts]
+          ax.plot(ks, [gap0 * lam ** (k - k0) for k in ks], ls="--", color=line.get_color(),
+                  label=f"λ^k slope, λ={lam:.3g}")
+      ax.set_xscale("log", base=2)
+      ax.set_yscale("log")
+      ax.set_xlabel("k")
+      ax.set_ylabel("mean ‖y − y^k‖ (test)")
+      _legend_right(ax)
     save(fig, "gap_vs_k.png")
   study_b = training_truncation(groups)
   if study_b:
@@ -725,7 +772,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("k (trained as truncated(k))")
     ax.set_ylabel(f"test {study_b[0]['metric_name']} (mean ± std)")
-    ax.legend(fontsize=6)
+    _legend_right(ax)
     save(fig, "trained_truncated_vs_k.png")
   # Stability over training: per group, the mean over seeds of the measured
   # contraction (solid) and of the certified bound (dashed), epoch by epoch.
@@ -741,21 +788,25 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
     lines = [sorted((e, sum(v[j]) / len(v[j])) for e, v in per_epoch.items() if v[j])
              for j in (0, 1)]
     if lines[0] or lines[1]:
-      series.append((group_label(g), lines))
+      series.append((g.task, group_label(g), lines))
+  series = _by_task(series, lambda item: item[0])
   if series:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, (measured, certified) in series:
-      color = None
-      if measured:
-        line, = ax.plot(*zip(*measured), marker="o", ms=3, label=f"{label}: measured")
-        color = line.get_color()
-      if certified:
-        ax.plot(*zip(*certified), ls="--", color=color, label=f"{label}: certified")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("contraction (mean over seeds)")
-    ax.legend(fontsize=5)
+    tasks = sorted(series)
+    fig, axes = _task_panels(plt, tasks, [sum(bool(m) + bool(c) for _, _, (m, c) in series[t])
+                                          for t in tasks])
+    for ax, task in zip(axes, tasks):
+      for _, label, (measured, certified) in series[task]:
+        color = None
+        if measured:
+          line, = ax.plot(*zip(*measured), marker="o", ms=3, label=f"{label}: measured")
+          color = line.get_color()
+        if certified:
+          ax.plot(*zip(*certified), ls="--", color=color, label=f"{label}: certified")
+      ax.axhline(1.0, color="grey", lw=0.8)
+      ax.set_yscale("log")
+      ax.set_xlabel("epoch")
+      ax.set_ylabel("contraction (mean over seeds)")
+      _legend_right(ax)
     save(fig, "contraction_over_training.png")
   # λ frontier: stable runs' test metric vs λ, per (task, model).
   frontier: dict = {}
@@ -773,7 +824,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
                   label=f"{task} {model}" + (f" [{variant}]" if variant else ""))
     ax.set_xlabel("λ")
     ax.set_ylabel("test metric (mean ± std)")
-    ax.legend(fontsize=6)
+    _legend_right(ax)
     save(fig, "lambda_frontier.png")
   return written
 
