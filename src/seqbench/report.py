@@ -748,7 +748,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
           k0, gap0 = pts[0]
           ks = [k for k, _ in pts]
           ax.plot(ks, [gap0 * lam ** (k - k0) for k in ks], ls="--", color=line.get_color(),
-                  label=f"λ^k slope, λ={lam:.3g}")
+                  label=f"{group_label(g)}: λ^k slope, λ={lam:.4g}")
       ax.set_xscale("log", base=2)
       ax.set_yscale("log")
       ax.set_xlabel("k")
