@@ -169,7 +169,7 @@ def jsb(backbone: str, stable: bool) -> Experiment:
       published=JSB_PUBLISHED[(backbone, stable)],
       published_note="paper.md §5: recollection, medium confidence",
       cost_cpu=_JSB_CPU_COST[(backbone, stable)],
-      cost_gpu="~5 min (estimate; batch 1 is latency bound)",
+      cost_gpu="~25 min for the 500 epochs (estimate; batch 1 is latency bound)",
       group="mh-table1",
       notes=("Settings: the authors' TCN/poly_music fork (paper.md §4), their 500 epochs "
              "(registered 2026-11-28; rows at 100 epochs show as the variant "
