@@ -26,7 +26,8 @@ authors' public code (``shared/docs/paper.md`` §4):
   tested, 500 epochs (the authors' code's limit; registered since 2026-11-28,
   100 before). The tanh-RNN gains from the extra epochs though the lr rule
   stalls it after epoch ~170: stable 9.27 -> 9.15, unstable 10.60 -> 9.69
-  (3 seeds each, ``benchmarks/results/cpu/repro``). The Nottingham rows and
+  (3 seeds each, ``benchmarks/results/cpu/repro``); the LSTM: stable
+  10.15 -> 9.50, unstable 11.03 -> 10.98. The Nottingham rows and
   the JSB study grids (``seqbench.experiments.studies``) keep 100 epochs.
   Published NLL (paper.md §5, medium confidence): RNN 8.9 / 8.9, LSTM 8.5 / 8.5.
 
@@ -128,23 +129,25 @@ def ptb_char(backbone: str, stable: bool) -> Experiment:
 
 #: Measured 2-core CPU costs of 100 epochs (benchmarks/results/cpu/repro, 3 seeds vmapped
 #: unless said otherwise); the stable variants pay their projection at every step.
+_JSB_LSTM_PAIR_COST = ("~20 min a seed as a stable/unstable pair (1,049-1,172 s for the 500 "
+                       "epochs with the truncation study, measured 2026-11-28, alone)")
 _JSB_CPU_COST = {
     ("rnn", False): "~5 min a seed alone (265-283 s for the 500 epochs, measured 2026-11-28)",
     ("rnn", True): ("~17-25 min a seed alone (999-1,479 s for the 500 epochs with the "
                     "truncation study, measured 2026-11-28)"),
-    ("lstm", False): ("~4 h for 3 seeds vmapped (estimate: 5 x the 100-epoch run, ~45 min on "
-                      "a shared CPU)"),
-    ("lstm", True): ("~5-6 h for 3 seeds vmapped (estimate: 5 x the 100-epoch run, 60-75 "
-                     "min; the stable/unstable group of 6 took 5,500 s for 100 epochs)"),
+    # `sweep --vmap` trains each seed's stable/unstable pair as one program.
+    ("lstm", False): _JSB_LSTM_PAIR_COST,
+    ("lstm", True): _JSB_LSTM_PAIR_COST,
 }
 
 
 #: The authors' ``poly_music`` runs "up to 500 epochs" (paper.md §4).
 JSB_EPOCHS = 500
 #: Epochs of the runs that are ours, not a published row (Nottingham, the JSB
-#: studies): 100, the setting they were run with. At batch 1 a JSB LSTM
-#: stable/unstable group costs ~55 s an epoch on the 2-core CPU, so grids of
-#: them at 500 epochs would take days; they compare variants with each other.
+#: studies): 100, the setting they were run with. They compare variants with
+#: each other, and at 100 epochs they took ~5.5 h (truncation study (b)),
+#: ~1 h (λ sweep) and ~4 h (Nottingham) of the 2-core CPU: five times that is
+#: days.
 STUDY_EPOCHS = 100
 
 
@@ -209,8 +212,8 @@ def jsb_lstm_authors_layout() -> Experiment:
       title="Miller & Hardt JSB LSTM as the authors' code ran it (no recurrence: k = 1)",
       model=dataclasses.replace(base.model, executor="truncated", k=1),
       published=None, published_note="",
-      cost_cpu=("~15 min (3 seeds vmapped: 181 s for 100 epochs, measured; no "
-                "recurrence)"),
+      cost_cpu=("~4 min a seed (213-236 s for the 500 epochs with the truncation study, "
+                "measured 2026-11-28; no recurrence)"),
       notes=("The authors' LSTM was fed (1, T, 88) without batch_first: seq_len 1, batch T, "
              "i.e. every frame from the zero state -- the truncated model with k = 1."))
 
