@@ -132,9 +132,11 @@ def test_projection_setting_is_checked_and_keeps_old_run_ids():
   authors = train_lib.resolve("mh-jsb-lstm-stable", {"train.projection": "authors"})
   assert train_lib.run_id(authors, 0) != train_lib.run_id(base, 0)
   # Pinned: committed runs made before projection, lr_decay_window and
-  # init_scheme existed keep their ids (the stable LSTM with PyTorch's init, in
-  # benchmarks/results/cpu/repro; a study (b) point in .../trunc-train).
-  old = train_lib.resolve("mh-jsb-lstm-stable", {"model.init_scheme": "pytorch"})
+  # init_scheme existed keep their ids (the stable LSTM with PyTorch's init and
+  # the 100 epochs registered then, in benchmarks/results/cpu/repro; a study (b)
+  # point in .../trunc-train).
+  old = train_lib.resolve("mh-jsb-lstm-stable", {"model.init_scheme": "pytorch",
+                                                 "train.epochs": 100})
   assert train_lib.run_id(old, 0) == "76d30792a707fa97"
   assert train_lib.run_id(train_lib.resolve("trunc-train-jsb-rnn-stable-k8"), 0) == (
       "e9113510a31b4390")
@@ -367,10 +369,14 @@ def test_run_identity_ignores_bookkeeping_and_is_stable():
   assert train_lib.run_id(base, 1) != train_lib.run_id(base, 0)
   trained_differently = train_lib.resolve("mh-jsb-rnn-unstable", {"train.lr": 0.1})
   assert train_lib.run_id(trained_differently, 0) != train_lib.run_id(base, 0)
-  # Pinned: the id of a committed run (benchmarks/results/cpu/repro). A change
-  # here renames every finished run, so that resumed sweeps would redo them.
-  pytorch_init = train_lib.resolve("mh-jsb-rnn-unstable", {"model.init_scheme": "pytorch"})
+  # Pinned: the id of a committed run (benchmarks/results/cpu/repro, 100 epochs).
+  # A change here renames every finished run, so that resumed sweeps would redo them.
+  pytorch_init = train_lib.resolve("mh-jsb-rnn-unstable", {"model.init_scheme": "pytorch",
+                                                           "train.epochs": 100})
   assert train_lib.run_id(pytorch_init, 0) == "321d0b633c0e4238"
+  # The registered row (500 epochs), run as `--set train.epochs=500` before 500
+  # was registered: the same id.
+  assert train_lib.run_id(train_lib.resolve("mh-jsb-rnn-stable"), 0) == "d57679ec4c742b1e"
 
 
 def test_sigterm_checkpoints_at_the_current_step_and_the_rerun_resumes(tmp_path):
