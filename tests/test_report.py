@@ -417,6 +417,24 @@ def test_trained_truncated_reference_needs_the_same_config():
   assert "| scan (recurrent) | not in these results | – | – | – |" in md
 
 
+def test_trained_truncated_families_of_one_model_name_the_settings_that_differ(tmp_path):
+  # The same study under two training setups (here lr): two families, whose
+  # titles say which is which, each beside its own scan run.
+  rows = _trained_truncated_rows()
+  other = [dict(r, run_id="lr-" + r["run_id"], test_metric=r["test_metric"] + 1.0,
+                config={**r["config"], "train": {**r["config"]["train"], "lr": 0.1}})
+           for r in rows]
+  fams = report.training_truncation(report.summarize(rows + other))
+  assert [f["settings"] for f in fams] == ["train.lr=0.01", "train.lr=0.1"]
+  assert [f["reference"]["mean"] for f in fams] == [pytest.approx(9.0), pytest.approx(10.0)]
+  md = report.render_markdown(report.summarize(rows + other), n_rows=12, dirs=["d"])
+  assert "## Trained as truncated(k): jsb rnn, stable (λ=1) [train.lr=0.01]" in md
+  assert "## Trained as truncated(k): jsb rnn, stable (λ=1) [train.lr=0.1]" in md
+  # Alone, a family's title has no settings.
+  (f,) = report.training_truncation(report.summarize(rows))
+  assert f["settings"] == ""
+
+
 def test_trained_truncated_reference_prefers_the_scan_group_with_most_seeds():
   rows = _trained_truncated_rows()
   scan = [r for r in rows if r["executor"] == "scan"]

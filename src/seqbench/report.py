@@ -448,7 +448,9 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
 
   Returns:
     one dict per family: ``task``, ``model``, ``stable``, ``lam``,
-    ``metric_name``, ``points`` (``k``, ``mean``, ``std``, ``n``,
+    ``metric_name``, ``settings`` (where its configuration differs from the
+    other families of the same task, model, stable and λ, e.g.
+    ``train.epochs=100``; empty when it is the only one), ``points`` (``k``, ``mean``, ``std``, ``n``,
     ``experiment``, ``by_seed``), ``reference`` (the same keys but ``k``) or
     None. A seed fixes the initial parameters and the data order, so
     ``by_seed`` pairs each truncated run with its recurrent twin.
@@ -466,19 +468,40 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
       # truncation-study (a) twin): the one with the most seeds is the reference.
       scans[key] = g
   out = []
+  settings = _family_settings(list(families))
   for key, gs in families.items():
     gs = sorted(gs, key=lambda g: g.k)
     ref = scans.get(key)
     out.append({
         "task": gs[0].task, "model": gs[0].model, "stable": gs[0].stable, "lam": gs[0].lam,
-        "metric_name": gs[0].metric_name,
+        "metric_name": gs[0].metric_name, "settings": settings[key],
         "points": [{"k": g.k, "mean": g.mean, "std": g.std, "n": g.n,
                     "experiment": g.experiment, "by_seed": _by_seed(g)} for g in gs],
         "reference": None if ref is None else {"mean": ref.mean, "std": ref.std, "n": ref.n,
                                                "experiment": ref.experiment,
                                                "by_seed": _by_seed(ref)},
     })
-  out.sort(key=lambda f: (f["task"] or "", f["model"] or "", f["stable"], f["lam"] or 0.0))
+  out.sort(key=lambda f: (f["task"] or "", f["model"] or "", f["stable"], f["lam"] or 0.0,
+                          f["settings"]))
+  return out
+
+
+def _family_settings(keys: Sequence[str]) -> dict:
+  """``{family key: "a=1, b=2"}``: the settings that tell apart families whose
+  task, model, stable and λ agree (two runs of one study under different
+  training setups would otherwise share a title)."""
+  flat = {key: _flat(json.loads(key)) for key in keys}
+
+  def head(f):
+    return tuple(json.dumps(f.get(k), sort_keys=True)
+                 for k in ("task", "model.backbone", "train.stable", "train.lam"))
+
+  out = {}
+  for key, f in flat.items():
+    peers = [g for g in flat.values() if head(g) == head(f) and g is not f]
+    differ = sorted({k for g in peers for k in set(f) | set(g) if f.get(k) != g.get(k)})
+    out[key] = ", ".join(f"{k}={f.get(k)}" for k in differ[:4]) + (
+        f", +{len(differ) - 4} more" if len(differ) > 4 else "")
   return out
 
 
@@ -494,7 +517,8 @@ def _seeds_cell(by_seed: Mapping[Any, float]) -> str:
 
 def _family_title(f: Mapping[str, Any]) -> str:
   return (f"{f['task']} {f['model']}, {'stable' if f['stable'] else 'unstable'}"
-          + (f" (λ={f['lam']:g})" if f["stable"] and f["lam"] is not None else ""))
+          + (f" (λ={f['lam']:g})" if f["stable"] and f["lam"] is not None else "")
+          + (f" [{f['settings']}]" if f.get("settings") else ""))
 
 
 # ---------------------------------------------------------------------------
