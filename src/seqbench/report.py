@@ -450,8 +450,9 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
     one dict per family: ``task``, ``model``, ``stable``, ``lam``,
     ``metric_name``, ``settings`` (where its configuration differs from the
     other families of the same task, model, stable and λ, e.g.
-    ``train.epochs=100``; empty when it is the only one), ``points`` (``k``, ``mean``, ``std``, ``n``,
-    ``experiment``, ``by_seed``), ``reference`` (the same keys but ``k``) or
+    ``train.epochs=100``; empty when it is the only one), ``points``
+    (``k``, ``mean``, ``std``, ``n``, ``experiment``, ``by_seed``),
+    ``reference`` (the same keys but ``k``) or
     None. A seed fixes the initial parameters and the data order, so
     ``by_seed`` pairs each truncated run with its recurrent twin.
   """
@@ -705,7 +706,7 @@ def _task_panels(plt, tasks: Sequence[str], entries: Sequence[int]):
                       hspace=_PANEL_GAP * len(heights) / sum(heights))
   axes = list(axes[:, 0])
   for ax, task, n in zip(axes, tasks, entries):
-    ax.set_title(task, fontsize=9, loc="left")
+    ax.set_title(str(task), fontsize=9, loc="left")
     if n > 10:  # the default cycle has 10 colours: two groups would share one
       ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
   return fig, axes
@@ -748,7 +749,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
   trunc = [(g, truncation_table(g)) for g in groups]
   trunc = _by_task([(g, tt) for g, tt in trunc if tt], lambda item: item[0].task)
   if trunc:
-    tasks = sorted(trunc)
+    tasks = sorted(trunc, key=str)
     fig, axes = _task_panels(plt, tasks, [len(trunc[t]) for t in tasks])
     for ax, task in zip(axes, tasks):
       for g, tt in trunc[task]:
@@ -815,7 +816,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
       series.append((g.task, group_label(g), lines))
   series = _by_task(series, lambda item: item[0])
   if series:
-    tasks = sorted(series)
+    tasks = sorted(series, key=str)
     fig, axes = _task_panels(plt, tasks, [sum(bool(m) + bool(c) for _, _, (m, c) in series[t])
                                           for t in tasks])
     for ax, task in zip(axes, tasks):
