@@ -233,15 +233,19 @@ def _overrides(cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> Optional[lis
           and k.split(".")[-1] not in BOOKKEEPING_FIELDS]
 
 
+def _settings_parts(flat: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+  """``["a=1", "b=2", ...]`` for the first 4 of ``keys`` (sorted), then "+N more"."""
+  parts = [f"{k}={flat.get(k)}" for k in keys[:4]]
+  return parts + ([f"+{len(keys) - 4} more"] if len(keys) > 4 else [])
+
+
 def _variant(name: str, cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> str:
   smoke = bool(cfg.get("smoke"))
   parts = ["smoke"] if smoke else []
   diff = _overrides(cfg, ref_flat)
   flat = _flat({k: v for k, v in cfg.items() if k != "smoke"})
   if diff is not None:
-    parts += [f"{k}={flat.get(k)}" for k in diff[:4]]
-    if len(diff) > 4:
-      parts.append(f"+{len(diff) - 4} more")
+    parts += _settings_parts(flat, diff)
   elif name:
     parts.append("unregistered")
   return ", ".join(parts)
@@ -501,8 +505,7 @@ def _family_settings(keys: Sequence[str]) -> dict:
   for key, f in flat.items():
     peers = [g for g in flat.values() if head(g) == head(f) and g is not f]
     differ = sorted({k for g in peers for k in set(f) | set(g) if f.get(k) != g.get(k)})
-    out[key] = ", ".join(f"{k}={f.get(k)}" for k in differ[:4]) + (
-        f", +{len(differ) - 4} more" if len(differ) > 4 else "")
+    out[key] = ", ".join(_settings_parts(f, differ))
   return out
 
 

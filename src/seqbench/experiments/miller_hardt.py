@@ -127,8 +127,8 @@ def ptb_char(backbone: str, stable: bool) -> Experiment:
              "weight drop, 50 epochs."))
 
 
-#: Measured 2-core CPU costs of 100 epochs (benchmarks/results/cpu/repro, 3 seeds vmapped
-#: unless said otherwise); the stable variants pay their projection at every step.
+#: Measured 2-core CPU costs of the 500 epochs (benchmarks/results/cpu/repro); the
+#: stable variants pay their projection at every step.
 _JSB_LSTM_PAIR_COST = ("~20 min a seed as a stable/unstable pair (1,049-1,172 s for the 500 "
                        "epochs with the truncation study, measured 2026-11-28, alone)")
 _JSB_CPU_COST = {
