@@ -120,8 +120,8 @@ _TASKS = {
         tcn=dict(hidden_size=150, levels=2, kernel_size=3, dropout=0.25),
         rnn_hidden={"lstm": 230, "gru": 265, "rnn": 460},
         train=_MUSIC_TRAIN,
-        cost_cpu=("TCN ~6 min for 3 seeds vmapped (measured: 374 s); RNN h=460: 20 epochs "
-                  "in 178 s"), cost_gpu="~5-10 min",
+        cost_cpu=("TCN ~6 min for 3 seeds vmapped (measured: 374 s); RNN/GRU/LSTM 75-112 s "
+                  "a seed alone (measured), ~15 min for all 9"), cost_gpu="~5-10 min",
         notes=_MUSIC_NOTES,
     ),
     "nottingham": dict(
