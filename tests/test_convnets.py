@@ -129,6 +129,31 @@ def test_all_impls_agree_on_nets(x64, net, d_in):
         np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-11, atol=1e-12, err_msg=impl)
 
 
+@pytest.mark.parametrize("net,d_in", [NETS[2], NETS[3]])
+def test_wavenet_is_its_definition(x64, net, d_in):
+    # numpy, layer by layer as the docstring writes it (separate skip and
+    # residual convs), against the one-matmul skip+residual of ``apply`` and
+    # ``stream_step``: a swapped or mis-split kernel would agree with itself.
+    params = jax.tree_util.tree_map(np.asarray, _random_params(net, d_in))
+    x = np.random.default_rng(3).normal(size=(2, 13, d_in))
+    h = x @ params["input"]["w"] + params["input"]["b"]
+    skips = 0.0
+    for lp, d in zip(params["layers"], net.dilations()):
+        a, b = np.split(np_causal_conv(h, lp["conv"]["w"], lp["conv"]["b"], d), 2, axis=-1)
+        g = np.tanh(a) / (1.0 + np.exp(-b))
+        skips = skips + g @ lp["skip"]["w"] + lp["skip"]["b"]
+        if "res" in lp:
+            h = h + g @ lp["res"]["w"] + lp["res"]["b"]
+    ref = np.maximum(skips, 0.0) @ params["output"]["w"] + params["output"]["b"]
+    np.testing.assert_allclose(np.asarray(net.apply(params, jnp.asarray(x))), ref, rtol=1e-10, atol=1e-12)
+    state = net.init_stream_state(params, (2,))
+    streamed = []
+    for t in range(x.shape[1]):
+        state, y = net.stream_step(params, state, jnp.asarray(x[:, t]))
+        streamed.append(y)
+    np.testing.assert_allclose(np.stack(streamed, axis=1), ref, rtol=1e-10, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------
 # Causality and the exact receptive field
 # ---------------------------------------------------------------------------

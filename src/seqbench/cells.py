@@ -363,10 +363,14 @@ class LRU(_GatedCell):
   def _input_map(self, params, x):
     part = _complex_part_dtype(x.dtype)
     gamma = jnp.exp(params["gamma_log"]).astype(part)
-    # Real matmuls, combined once: avoids promoting x to complex.
-    drive = jax.lax.complex(gamma * (x @ params["B_re"]).astype(part),
-                            gamma * (x @ params["B_im"]).astype(part))
-    return (drive, x @ params["D"])
+    # One real matmul x @ [B_re | B_im | D] instead of three (x is never promoted
+    # to complex): fewer GEMMs to launch per step and to autotune when a GPU
+    # compiles the step.
+    n = self.n_state
+    xw = x @ jnp.concatenate([params["B_re"], params["B_im"], params["D"]], axis=1)
+    drive = jax.lax.complex(gamma * xw[..., :n].astype(part),
+                            gamma * xw[..., n:2 * n].astype(part))
+    return (drive, xw[..., 2 * n:])
 
   def recurrent_step(self, params, carry, u):
     drive, _ = u
@@ -377,7 +381,9 @@ class LRU(_GatedCell):
     """``y = Re(C^T h) + D^T x`` from a state and the hoisted input terms."""
     _, skip = u
     dt = params["C_re"].dtype
-    return h.real.astype(dt) @ params["C_re"] - h.imag.astype(dt) @ params["C_im"] + skip
+    # Re(C^T h) = [Re h, Im h] @ [C_re; -C_im]: one matmul instead of two.
+    parts = jnp.concatenate([h.real, h.imag], axis=-1).astype(dt)
+    return parts @ jnp.concatenate([params["C_re"], -params["C_im"]], axis=0) + skip
 
   def linear_coefficients(self, params, u):
     """``(a, b)`` with ``h_t = a * h_{t-1} + b_t`` for the parallel executor."""
