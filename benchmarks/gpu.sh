@@ -168,6 +168,10 @@ step_compile() {
     env "${vars[@]}" timeout --foreground -k 20 "$(limit 60)" $PY -m seqbench bench \
       --suite ${COMPILE_SUITE:-full} --dtype f32 --no-scaling --no-accuracy --devices off \
       --only "LRU,WaveNet,TCN" --out "$WORK/compile_$run" 2>&1 | grep -E "compile|^seqbench" | tail -n 12
+    # How many fusions the cold run autotuned (one cache entry each): the
+    # number the LRU/WaveNet matmul merges (57f5733) were meant to lower.
+    [ "$run" = cold ] && echo "autotune cache entries after the cold run: $(find "$atc" -type f | wc -l)" \
+      | tee "$WORK/compile_cold/autotune_cache_entries.txt"
   done
 }
 step_vmap() {
