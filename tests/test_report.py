@@ -478,3 +478,41 @@ def test_per_epoch_test_is_logging_only():
   assert base.train.test_every_epoch
   off = train.resolve("tcn-jsb-tcn", {"train.test_every_epoch": False})
   assert train.run_id(off, 0) == train.run_id(base, 0)
+
+
+def test_paper_tables_put_registered_runs_in_the_papers_layout():
+  lax = {**_registered_config("tcn-jsb-tcn"), "model": {
+      **EXPERIMENTS["tcn-jsb-tcn"].resolved_dict()["model"], "conv_impl": "lax_conv"}}
+  rows = ([_row("tcn-jsb-lstm", s, v, metric="frame_nll", task="jsb",
+                config=_registered_config("tcn-jsb-lstm")) for s, v in enumerate([8.40, 8.44])]
+          + [_row("tcn-jsb-tcn", 0, 8.31, metric="frame_nll", task="jsb", config=lax)]
+          # Shortened: not the published setup, so its cell stays empty.
+          + [_row("tcn-jsb-gru", 0, 8.43, metric="frame_nll", task="jsb",
+                  config=_registered_config("tcn-jsb-gru", epochs=6))]
+          + [_row("mh-jsb-rnn-stable", 0, 9.15, metric="frame_nll", task="jsb",
+                  config=_registered_config("mh-jsb-rnn-stable"))])
+  groups = report.summarize(rows)
+  tables = {t["title"]: t for t in report.paper_tables(groups)}
+  assert list(tables) == ["Miller & Hardt (2019), Table 1", "Bai et al. (2018), Table 1"]
+  tcn = tables["Bai et al. (2018), Table 1"]
+  assert tcn["headings"] == ["LSTM", "GRU", "tanh-RNN", "TCN"]
+  assert [r["task"] for r in tcn["rows"]][:4] == ["smnist", "pmnist", "adding", "copy"]
+  for t in report.PAPER_TABLES:  # the layout lists every task the registry has for the table
+    assert set(t.tasks) == {e.task for e in EXPERIMENTS.values() if e.group == t.registry_group}
+  jsb = {h: c for h, c in zip(tcn["headings"], next(r for r in tcn["rows"] if r["task"] == "jsb")["cells"])}
+  assert jsb["LSTM"]["group"].mean == pytest.approx(8.42) and jsb["LSTM"]["group"].n == 2
+  assert jsb["TCN"]["group"].variant == "model.conv_impl=lax_conv"  # an implementation choice
+  assert jsb["GRU"]["group"] is None and jsb["GRU"]["published"] == 8.43
+  assert report._paper_cell(jsb["GRU"]) == "not in these results (published 8.43)"
+  assert report._paper_cell(jsb["LSTM"]) == (
+      f"8.42 ± {statistics.stdev([8.40, 8.44]):.4g} (2) vs 8.45: yes")
+  md = report.render_markdown(groups, n_rows=len(rows), dirs=["d"])
+  assert "## Bai et al. (2018), Table 1" in md and "| task | LSTM | GRU | tanh-RNN | TCN |" in md
+  mh_jsb = next(line for line in md.splitlines()
+                if line.startswith("| jsb | not in these results (published 8.9) | 9.15 (1) vs 8.9"))
+  assert mh_jsb.endswith("not in these results (published 8.5) |")
+  tex = report.render_latex(groups, n_rows=len(rows), dirs=["d"])
+  assert r"\caption{Bai et al. (2018), Table 1: ours" in tex and r"8.42 $\pm$" in tex
+  # Runs of no published table (a study grid) make no paper table.
+  study = [_row("trunc-train-jsb-rnn-stable-k4", 0, 9.4, metric="frame_nll", task="jsb")]
+  assert report.paper_tables(report.summarize(study)) == []

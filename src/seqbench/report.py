@@ -18,6 +18,10 @@ trains and evaluates nothing.
   wall time of the program that trained the run (shared by a vmapped group).
   The ``variant`` column names what differs from the registered experiment
   (``smoke``, overrides).
+* Published tables in the papers' own layout (:data:`PAPER_TABLES`): one row
+  per task, one column per model, each cell ours (n seeds) beside the
+  published number and the verdict, from the groups run with the registered
+  settings; a published row not in the results says so.
 * Groups with truncation curves get a table of the test metric and the gap
   ``||y - y^k||`` (mean over seeds) per k (truncation study (a)).
 * Models *trained* as ``truncated(k)`` (study (b)) get a table of the test
@@ -526,6 +530,95 @@ def _family_title(f: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Published tables in the papers' layout.
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperTable:
+  """A published table's layout: which registered experiment fills each cell.
+
+  Attributes:
+    title: the paper and table.
+    registry_group: the experiments' ``group`` in the registry.
+    tasks: the rows, in the paper's order (every task of ``registry_group``).
+    name: experiment name of a cell, ``name.format(task=..., column=...)``.
+    columns: ``(column, heading)`` pairs, in the paper's order.
+  """
+
+  title: str
+  registry_group: str
+  tasks: tuple
+  name: str
+  columns: tuple
+
+
+#: The tables of the two papers seqbench reproduces.
+PAPER_TABLES = (
+    PaperTable("Miller & Hardt (2019), Table 1", "mh-table1", ("wikitext2", "ptb-char", "jsb"),
+               "mh-{task}-{column}",
+               (("rnn-unstable", "RNN unstable"), ("rnn-stable", "RNN stable"),
+                ("lstm-unstable", "LSTM unstable"), ("lstm-stable", "LSTM stable"))),
+    PaperTable("Bai et al. (2018), Table 1", "tcn-table1",
+               ("smnist", "pmnist", "adding", "copy", "jsb", "nottingham", "ptb-word", "ptb-char"),
+               "tcn-{task}-{column}",
+               (("lstm", "LSTM"), ("gru", "GRU"), ("rnn", "tanh-RNN"), ("tcn", "TCN"))),
+)
+
+
+def _registry():
+  try:
+    from seqbench import experiments  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return {}
+  return experiments.EXPERIMENTS
+
+
+def paper_tables(groups: Sequence[Group], registry=None) -> list[dict]:
+  """The :data:`PAPER_TABLES` that ``groups`` have at least one cell of.
+
+  A cell holds the group of its experiment that ran with the registered
+  settings (implementation choices such as ``conv_impl`` aside: the groups
+  the main table compares with the published number), the one with most
+  seeds if several did; ``None`` when none did.
+
+  Returns:
+    One dict per table: ``title``, ``headings``, and ``rows``, a list of
+    ``{"task", "cells": [{"experiment", "published", "group"}, ...]}``.
+  """
+  registry = _registry() if registry is None else registry
+  compared = {}
+  for g in groups:
+    if g.published is None or g.match in (None, NOT_COMPARED):
+      continue
+    best = compared.get(g.experiment)
+    if best is None or g.n > best.n:
+      compared[g.experiment] = g
+  out = []
+  for t in PAPER_TABLES:
+    rows = []
+    for task in t.tasks:
+      cells = []
+      for column, _ in t.columns:
+        name = t.name.format(task=task, column=column)
+        exp = registry.get(name)
+        cells.append(None if exp is None else
+                     {"experiment": name, "published": exp.published, "group": compared.get(name)})
+      rows.append({"task": task, "cells": cells})
+    if any(c and c["group"] for r in rows for c in r["cells"]):
+      out.append({"title": t.title, "headings": [h for _, h in t.columns], "rows": rows})
+  return out
+
+
+def _paper_cell(cell: Optional[Mapping[str, Any]], pm: str = "±") -> str:
+  if cell is None:
+    return "–"
+  g = cell["group"]
+  if g is None:
+    return f"not in these results (published {fmt(cell['published'])})"
+  return f"{ours_cell(g, pm)} ({g.n}) vs {fmt(cell['published'])}: {g.match}"
+
+
+# ---------------------------------------------------------------------------
 # Rendering.
 
 _COLUMNS = ("experiment", "variant", "task", "model", "metric", "ours (mean ± std)", "n",
@@ -577,6 +670,12 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
          "", row(_COLUMNS), row(["---"] * len(_COLUMNS))]
   out += [row(_cells(g, "±")) for g in groups]
   out += [""] + _summary_lines(groups)
+  for t in paper_tables(groups):
+    out += ["", f"## {t['title']}", "",
+            "Each cell: ours, mean ± std over seeds (n), vs the published number: the verdict. "
+            "Only runs with the registered settings.", "",
+            row(["task"] + t["headings"]), row(["---"] * (1 + len(t["headings"])))]
+    out += [row([r["task"]] + [_paper_cell(c) for c in r["cells"]]) for r in t["rows"]]
   for g in groups:
     tt = truncation_table(g)
     if not tt:
@@ -635,6 +734,16 @@ def render_latex(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]) -
           r"\caption{Test metric, mean $\pm$ sample std over seeds (n). "
           + tex_escape(" ".join(_summary_lines(groups))) + "}",
           r"\end{table}"]
+  for t in paper_tables(groups):
+    out += ["", r"\begin{table}[t]", r"\centering", r"\scriptsize",
+            r"\begin{tabular}{l" + "l" * len(t["headings"]) + "}", r"\toprule",
+            " & ".join(["task"] + [tex_escape(h) for h in t["headings"]]) + r" \\", r"\midrule"]
+    out += [" & ".join([tex_escape(r["task"])] + [tex_escape(_paper_cell(c)).replace("±", r"$\pm$")
+                                                  for c in r["cells"]]) + r" \\"
+            for r in t["rows"]]
+    out += [r"\bottomrule", r"\end{tabular}",
+            r"\caption{" + tex_escape(t["title"]) + r": ours, mean $\pm$ sample std over seeds "
+            r"(n), vs the published number, with the registered settings only.}", r"\end{table}"]
   for g in groups:
     tt = truncation_table(g)
     if not tt:
@@ -921,7 +1030,7 @@ def report_main(argv=None) -> int:
 
 
 __all__ = ["read_rows", "merge", "summarize", "matches", "mean_std", "fmt", "render_markdown",
-           "training_truncation",
+           "training_truncation", "paper_tables", "PAPER_TABLES", "PaperTable",
            "render_latex", "make_plots", "report_main", "Group", "ReportError"]
 
 
