@@ -215,15 +215,21 @@ def _group_config(row: Mapping[str, Any]) -> dict:
   return _canon(cfg)
 
 
-def _registered(name: str, smoke: bool):
-  """(published, flat resolved config) of the registered experiment, or (None, None)."""
+def _registry():
+  """The experiment registry (empty when seqbench.experiments cannot be imported)."""
   try:
     from seqbench import experiments  # pylint: disable=g-import-not-at-top
   except ImportError:
-    return None, None
-  exp = experiments.EXPERIMENTS.get(name)
+    return {}
+  return experiments.EXPERIMENTS
+
+
+def _registered(name: str, smoke: bool):
+  """(published, flat resolved config) of the registered experiment, or (None, None)."""
+  exp = _registry().get(name)
   if exp is None:
     return None, None
+  from seqbench import experiments  # pylint: disable=g-import-not-at-top
   ref = experiments.smoke(exp) if smoke else exp
   return exp.published, _flat(_canon(ref.resolved_dict()))
 
@@ -565,14 +571,6 @@ PAPER_TABLES = (
 )
 
 
-def _registry():
-  try:
-    from seqbench import experiments  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return {}
-  return experiments.EXPERIMENTS
-
-
 def paper_tables(groups: Sequence[Group], registry=None) -> list[dict]:
   """The :data:`PAPER_TABLES` that ``groups`` have at least one cell of.
 
@@ -609,13 +607,13 @@ def paper_tables(groups: Sequence[Group], registry=None) -> list[dict]:
   return out
 
 
-def _paper_cell(cell: Optional[Mapping[str, Any]], pm: str = "±") -> str:
+def _paper_cell(cell: Optional[Mapping[str, Any]]) -> str:
   if cell is None:
     return "–"
   g = cell["group"]
   if g is None:
     return f"not in these results (published {fmt(cell['published'])})"
-  return f"{ours_cell(g, pm)} ({g.n}) vs {fmt(cell['published'])}: {g.match}"
+  return f"{ours_cell(g)} ({g.n}) vs {fmt(cell['published'])}: {g.match}"
 
 
 # ---------------------------------------------------------------------------
