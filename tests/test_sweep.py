@@ -117,6 +117,12 @@ def test_vmap_groups_keep_seeds_together_unless_their_batches_differ_in_length()
     assert len({p.seed for p in g}) == 1
     assert sorted(p.experiment for p in g) == ["mh-nottingham-rnn-stable",
                                                "mh-nottingham-rnn-unstable"]
+  # ... and a --vmap sweep says so, naming them; pixel seeds do vmap, and one seed is no news.
+  assert sweep.seeds_apart_note(music) == (
+      "--vmap: the seeds of mh-nottingham-rnn-unstable, mh-nottingham-rnn-stable train one at a "
+      "time (each seed's batches have other lengths; seqbench.train.vmap_seeds_together)")
+  assert sweep.seeds_apart_note(pixel) is None
+  assert sweep.seeds_apart_note(sweep.build_grid(["mh-nottingham-rnn-*"], 1)) is None
 
 
 def test_dry_run_shards_via_cli(capsys, tmp_path):

@@ -151,6 +151,27 @@ def vmap_groups(points: Sequence[GridPoint], vmap: bool,
   return list(groups.values())
 
 
+def seeds_apart_note(points: Sequence[GridPoint], smoke: bool = False) -> Optional[str]:
+  """Under ``--vmap``, which experiments' pending seeds still train one at a time.
+
+  Seeds whose batches differ in length (music) are never grouped
+  (:func:`vmap_groups`); saying so keeps a ``--vmap`` sweep from being
+  mistaken for a vmapped one when its cost is estimated.
+  """
+  from seqbench import train as train_lib  # pylint: disable=g-import-not-at-top
+  first: dict[str, GridPoint] = {}
+  seeds: dict[str, set] = {}
+  for p in points:
+    first.setdefault(p.experiment, p)
+    seeds.setdefault(p.experiment, set()).add(p.seed)
+  apart = [name for name, s in seeds.items() if len(s) > 1 and not train_lib.vmap_seeds_together(
+      train_lib.resolve(name, dict(first[name].overrides), smoke))]
+  if not apart:
+    return None
+  return (f"--vmap: the seeds of {', '.join(apart)} train one at a time (each seed's batches "
+          "have other lengths; seqbench.train.vmap_seeds_together)")
+
+
 def _status(row: Mapping[str, Any]) -> str:
   if row.get("diverged"):
     return f"DIVERGED at step {row.get('diverged_step')}"
@@ -183,6 +204,9 @@ def run_sweep(points: Sequence[GridPoint], out_dir: str, *, smoke: bool = False,
     else:
       pending.append(p)
   failed = 0
+  note = seeds_apart_note(pending, smoke) if vmap else None
+  if note:
+    print(note, file=sys.stderr, flush=True)
   for group in vmap_groups(pending, vmap, smoke):
     for p in group:  # a start line on stderr; the one status line per run goes to stdout
       print(f"[{pos[p.index]}/{total}] {p.experiment} seed {p.seed}: running"
