@@ -9,7 +9,9 @@ Reads ``results.jsonl`` of each folder in :data:`RESULT_DIRS` through
 published number and was run with its registered settings: our mean ± std over
 seeds, the published number and the verdict (within 2 % for loss-type metrics,
 0.5 points for accuracy). Runs with other settings (ablations, shortened or
-diagnostic runs) are left out there; the READMEs of :data:`FOLDER_READMES` get
+diagnostic runs) are left out there. Between the ``paper-tables`` markers the same
+groups are laid out as the papers' tables (``seqbench.report.paper_tables``),
+with the published rows no folder has yet. The READMEs of :data:`FOLDER_READMES` get
 every group of their folder, other settings included. Numbers are never typed
 into a README by hand.
 """
@@ -77,12 +79,23 @@ def folder_table(root: str, d: str) -> str:
   return "\n".join(lines)
 
 
+def paper_tables(root: str = ROOT, dirs=RESULT_DIRS) -> str:
+  """The published tables in their papers' layout, from the groups of all ``dirs``."""
+  report = _report()
+  groups = [g for d in dirs for g in report.summarize(report.read_rows(os.path.join(root, d)))]
+  out = []
+  for t in report.paper_tables(groups):
+    out += ["", f"**{t['title']}** (ours (seeds) vs published: verdict)", ""]
+    out += report.paper_table_markdown(t)
+  return "\n".join(out[1:])
+
+
 #: Folder READMEs that carry their own full table (between the same markers).
 FOLDER_READMES = ("benchmarks/results/cpu/repro",)
 
 
 def main(argv=None) -> int:
-  files = {"README.md": {"results-table": table()}}
+  files = {"README.md": {"results-table": table(), "paper-tables": paper_tables()}}
   for d in FOLDER_READMES:
     files[os.path.join(d, "README.md")] = {"results-table": folder_table(ROOT, d)}
   return readme_sections.main(files, "results_table.py", __doc__.splitlines()[0], argv)

@@ -48,3 +48,17 @@ def test_table_lists_registered_rows_with_mean_and_leaves_out_variants(tmp_path)
   folder = results_table.folder_table(str(tmp_path), "runs").splitlines()[2:]
   assert [l.split("|")[2].strip() for l in folder] == ["registered", "train.lr=0.5"]
   assert folder[1].split("|")[6].strip() == "n/a (not the published setup)"
+
+
+def test_paper_tables_combine_the_folders(tmp_path):
+  results_table = load_script("results_table")
+  _write_rows(tmp_path / "cpu", [_row("tcn-adding-gru", 0, 5.2e-5), _row("tcn-adding-gru", 1, 5.4e-5)])
+  _write_rows(tmp_path / "gpu", [_row("tcn-adding-tcn", 0, 6.0e-5)])
+  text = results_table.paper_tables(str(tmp_path), dirs=("cpu", "gpu"))
+  assert text.startswith("**Bai et al. (2018), Table 1**")  # no Miller & Hardt row ran
+  adding = next(l for l in text.splitlines() if l.startswith("| adding |"))
+  cells = [c.strip() for c in adding.strip("|").split("|")]
+  assert cells[0] == "adding"
+  assert cells[1] == "not in these results (published 0.164)"  # LSTM
+  assert cells[2] == "5.300e-05 ± 1.414e-06 (2) vs 5.300e-05: yes"  # GRU, from cpu/
+  assert cells[4] == "6.000e-05 (1) vs 5.800e-05: no (worse)"  # TCN, from gpu/

@@ -607,6 +607,15 @@ def paper_tables(groups: Sequence[Group], registry=None) -> list[dict]:
   return out
 
 
+def paper_table_markdown(table: Mapping[str, Any]) -> list[str]:
+  """The lines of one :func:`paper_tables` table as a markdown grid (no heading)."""
+  def row(cells):
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+  return ([row(["task"] + table["headings"]), row(["---"] * (1 + len(table["headings"])))]
+          + [row([r["task"]] + [_paper_cell(c) for c in r["cells"]]) for r in table["rows"]])
+
+
 def _paper_cell(cell: Optional[Mapping[str, Any]]) -> str:
   if cell is None:
     return "–"
@@ -671,9 +680,7 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
   for t in paper_tables(groups):
     out += ["", f"## {t['title']}", "",
             "Each cell: ours, mean ± std over seeds (n), vs the published number: the verdict. "
-            "Only runs with the registered settings.", "",
-            row(["task"] + t["headings"]), row(["---"] * (1 + len(t["headings"])))]
-    out += [row([r["task"]] + [_paper_cell(c) for c in r["cells"]]) for r in t["rows"]]
+            "Only runs with the registered settings.", ""] + paper_table_markdown(t)
   for g in groups:
     tt = truncation_table(g)
     if not tt:
@@ -1028,7 +1035,7 @@ def report_main(argv=None) -> int:
 
 
 __all__ = ["read_rows", "merge", "summarize", "matches", "mean_std", "fmt", "render_markdown",
-           "training_truncation", "paper_tables", "PAPER_TABLES", "PaperTable",
+           "training_truncation", "paper_tables", "paper_table_markdown", "PAPER_TABLES", "PaperTable",
            "render_latex", "make_plots", "report_main", "Group", "ReportError"]
 
 
