@@ -215,21 +215,21 @@ def _group_config(row: Mapping[str, Any]) -> dict:
   return _canon(cfg)
 
 
-def _registry():
-  """The experiment registry (empty when seqbench.experiments cannot be imported)."""
+def _experiments():
+  """``seqbench.experiments`` (the registry), or None when it cannot be imported."""
   try:
     from seqbench import experiments  # pylint: disable=g-import-not-at-top
   except ImportError:
-    return {}
-  return experiments.EXPERIMENTS
+    return None
+  return experiments
 
 
 def _registered(name: str, smoke: bool):
   """(published, flat resolved config) of the registered experiment, or (None, None)."""
-  exp = _registry().get(name)
+  experiments = _experiments()
+  exp = None if experiments is None else experiments.EXPERIMENTS.get(name)
   if exp is None:
     return None, None
-  from seqbench import experiments  # pylint: disable=g-import-not-at-top
   ref = experiments.smoke(exp) if smoke else exp
   return exp.published, _flat(_canon(ref.resolved_dict()))
 
@@ -583,7 +583,9 @@ def paper_tables(groups: Sequence[Group], registry=None) -> list[dict]:
     One dict per table: ``title``, ``headings``, and ``rows``, a list of
     ``{"task", "cells": [{"experiment", "published", "group"}, ...]}``.
   """
-  registry = _registry() if registry is None else registry
+  if registry is None:
+    experiments = _experiments()
+    registry = {} if experiments is None else experiments.EXPERIMENTS
   compared = {}
   for g in groups:
     if g.published is None or g.match in (None, NOT_COMPARED):
