@@ -29,6 +29,14 @@
 #   music      capped Nottingham sweep (Miller & Hardt pairs and the TCN, 3 seeds
 #              vmapped, 1 epoch x 100 steps) and its full-run estimate: whether a
 #              whole group fits one session's device time
+#   gpu_rows   capped sweep of every row the CPU cannot run (PTB char/word, (p)MNIST;
+#              1 epoch x 30 steps each, one seed, stable/unstable pairs vmapped)
+#              and its full-run estimate: the measured GPU cost the registry's
+#              cost_gpu strings still guess (~3-5 min, mostly compiling). Its
+#              data is not in the package: copy it next to the tree and carry it
+#              with the wheels (run's carry [".whl", ".gpu_data"], 15 MB):
+#                mkdir -p .gpu_data && cp -r ../shared/data/ptb ../shared/data/mnist .gpu_data/
+#              and run with SEQBENCH_DATA=.gpu_data
 #   lm         benchmarks/lm_step.py: the Wikitext-2 rows' vmapped train step,
 #              its projection and the scan unroll
 #   projection benchmarks/projection_forms.py: the stable RNN's singular-value
@@ -136,6 +144,19 @@ step_music() {
     --set train.epochs=1 --set train.max_steps_per_epoch=100 --set train.max_eval_batches=5 \
     --out "$WORK/nottingham-capped" 2>&1 | tee "$WORK/nottingham-capped.log" | tail -n 12
   $PY scripts/estimate_full_run.py "$WORK/nottingham-capped" | tail -n 8
+}
+step_gpu_rows() {
+  # (GPU_ROWS="tcn-smnist-tcn" GPU_ROWS_STEPS=3: a quick check of the step on a CPU.)
+  local d
+  for d in ptb mnist; do
+    [ -d "${SEQBENCH_DATA:-/nonexistent}/$d" ] || { echo "gpu_rows: no $d under SEQBENCH_DATA (${SEQBENCH_DATA:-unset}); see the header"; return 1; }
+  done
+  local -a rows=('mh-ptb-char-*' 'tcn-smnist-*' 'tcn-pmnist-*' 'tcn-ptb-word-*' 'tcn-ptb-char-*')
+  [ -n "${GPU_ROWS:-}" ] && read -ra rows <<< "$GPU_ROWS"  # (read does not expand the globs)
+  timeout --foreground -k 20 "$(limit 300)" $PY -m seqbench sweep "${rows[@]}" \
+    --vmap --set train.epochs=1 --set train.max_steps_per_epoch=${GPU_ROWS_STEPS:-30} --set train.max_eval_batches=2 \
+    --out "$WORK/gpu-rows-capped" 2>&1 | tee "$WORK/gpu-rows-capped.log" | tail -n 30
+  $PY scripts/estimate_full_run.py "$WORK/gpu-rows-capped" | tail -n 30
 }
 step_gradforms() {
   local dt
