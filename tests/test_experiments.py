@@ -4,6 +4,7 @@ registered experiment's --smoke config builds and traces a training step."""
 import dataclasses
 import json
 import os
+import pathlib
 
 import jax
 import pytest
@@ -89,6 +90,24 @@ def test_every_experiment_documents_command_cost_and_published():
     if e.group in ("mh-table1", "tcn-table1") and e.name != "mh-jsb-lstm-authors-layout":
       assert e.published is not None, e.name
     hash(e)  # frozen, hashable
+
+
+def test_measured_cpu_costs_of_the_gpu_rows_are_the_committed_estimate():
+  # The registry's CPU hours for the GPU-only rows are read off a committed
+  # measurement; a re-measurement that changes them must change both.
+  from seqbench.experiments import miller_hardt, tcn
+  path = (pathlib.Path(__file__).resolve().parents[1] / tcn.CAPPED_CPU_RUNS / "estimate.json")
+  hours = {tuple(sorted(g["experiments"])): g["estimated_hours"]
+           for g in json.loads(path.read_text())["groups"]}
+  for task, by_model in tcn.CPU_TRAINING_HOURS.items():
+    for backbone, h in by_model.items():
+      measured = hours[(f"tcn-{task}-{backbone}",)]
+      assert round(measured, 1) == h, (task, backbone, measured)
+      assert f"~{h:g} h" in ex.EXPERIMENTS[f"tcn-{task}-{backbone}"].cost_cpu
+  for backbone, h in miller_hardt.PTB_CHAR_CPU_PAIR_HOURS.items():
+    pair = (f"mh-ptb-char-{backbone}-stable", f"mh-ptb-char-{backbone}-unstable")
+    assert round(hours[pair], 1) == h, (backbone, hours[pair])
+    assert all(f"~{h:g} h" in ex.EXPERIMENTS[name].cost_cpu for name in pair)
 
 
 def test_list_json(capsys):

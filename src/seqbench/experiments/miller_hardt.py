@@ -105,6 +105,11 @@ def wikitext2(backbone: str, stable: bool) -> Experiment:
       notes="Settings: the authors' word_language_model fork (paper.md §4).")
 
 
+#: Training hours of a stable/unstable pair (vmapped) on the 2-core CPU, from
+#: benchmarks/results/cpu/gpu-rows-throughput/estimate.json (tests check it).
+PTB_CHAR_CPU_PAIR_HOURS = {"rnn": 19.2, "lstm": 59.4}
+
+
 def ptb_char(backbone: str, stable: bool) -> Experiment:
   return Experiment(
       name=f"mh-ptb-char-{backbone}-{'stable' if stable else 'unstable'}",
@@ -119,7 +124,10 @@ def ptb_char(backbone: str, stable: bool) -> Experiment:
                         stable=stable, lam=1.0),
       published=PTB_CHAR_PUBLISHED[(backbone, stable)],
       published_note="paper.md §5: UNVERIFIED recollection, low confidence",
-      cost_cpu="days (3-layer 1000-unit LSTM; GPU only)",
+      # Measured: capped runs extrapolated by scripts/estimate_full_run.py
+      # (benchmarks/results/cpu/gpu-rows-throughput).
+      cost_cpu=(f"~{PTB_CHAR_CPU_PAIR_HOURS[backbone]:g} h of training per stable/unstable pair "
+                "(2-core CPU, 2 models vmapped; evaluation not included)"),
       cost_gpu="~30-60 min" + GPU_COST_UNMEASURED,
       group="mh-table1",
       notes=("Settings reconstructed (no author code): awd-lstm-lm's char-PTB recipe "
