@@ -148,7 +148,7 @@ _TASKS = {
         # vmapping 3 seeds (~34 s a seed-epoch) was slower than one seed at a time (~21 s).
         cost_cpu=("TCN ~35 min a seed alone (measured: 2,121 s, conv_impl=lax_conv); 3 seeds "
                   "vmapped ~3 h (1.7 min per epoch); one seed alone (measured): tanh-RNN h=950 "
-                  "~65 min, GRU h=530 ~35 min"),
+                  "~65 min, GRU h=530 ~35 min, LSTM h=450 ~42 min"),
         cost_gpu="~30 min",
         notes=_MUSIC_NOTES,
     ),
