@@ -172,6 +172,7 @@ ALL, DEFAULT = CONV_IMPLS, (convnets.DEFAULT_CONV_IMPL,)
 @pytest.mark.parametrize(
     "net,impls",
     [(TCN(3, 1, 2), DEFAULT), (TCN(3, 2, 3), ALL), (TCN(3, 3, 2), DEFAULT), (TCN(3, 2, 1), DEFAULT),
+     (TCN(3, 2, 3, output_size=2), ALL),
      (WaveNet(3, 2, 2, stacks=2), ALL), (WaveNet(3, 3, 3), DEFAULT)],
     ids=lambda v: repr(v) if not isinstance(v, tuple) else str(len(v)),
 )
@@ -217,7 +218,8 @@ def _stream_and_apply(net, params, xs, batch_shape):
 
 @pytest.mark.parametrize(
     "net,d_in,batch_shape",
-    [(net, d_in, bs) for (net, d_in), bs in zip(NETS, [(2,), (), (2,), (2, 2)])] + [(TCN(3, 2, 1), 2, (2,))],
+    [(net, d_in, bs) for (net, d_in), bs in zip(NETS, [(2,), (), (2,), (2, 2)])]
+    + [(TCN(3, 2, 1), 2, (2,)), (TCN(4, 3, 2, output_size=2), 3, (2,))],
 )
 def test_stream_step_equals_apply(x64, net, d_in, batch_shape):
     # T is longer than the receptive field and several ring-buffer periods.
@@ -235,6 +237,32 @@ def test_stream_state_shapes():
     # Each conv caches exactly the (K-1) d past inputs it reads.
     assert [lv["conv1"].shape for lv in state["levels"]] == [(5, 2, 3), (5, 4, 4)]
     assert [lv["conv2"].shape for lv in state["levels"]] == [(5, 2, 4), (5, 4, 4)]
+    narrow = TCN(4, 2, 3, output_size=2)
+    state = narrow.init_stream_state(jax.eval_shape(lambda k: narrow.init(k, 3), jax.random.PRNGKey(0)), (5,))
+    assert [lv["conv1"].shape for lv in state["levels"]] == [(5, 2, 3), (5, 4, 4)]
+    assert [lv["conv2"].shape for lv in state["levels"]] == [(5, 2, 4), (5, 4, 2)]
+
+
+@pytest.mark.parametrize("net,d_in", [(TCN(4, 3, 2, output_size=2), 3), (TCN(3, 2, 3, output_size=5), 3),
+                                      (TCN(3, 1, 2, output_size=2), 3)])
+def test_tcn_is_its_definition(x64, net, d_in):
+    # numpy, block by block as the class docstring writes it, with the widths
+    # spelled out here: hidden_size channels, the last block output_size, a
+    # 1x1 residual conv wherever a block's widths differ.
+    params = jax.tree_util.tree_map(np.asarray, _random_params(net, d_in))
+    widths = [d_in] + [net.hidden_size] * (net.levels - 1) + [net.output_size]
+    x = np.random.default_rng(3).normal(size=(2, 11, d_in))
+    h = x
+    for lp, d, w_in, w_out in zip(params["levels"], net.dilations(), widths, widths[1:]):
+        kernel = lambda p: p["g"] * p["v"] / np.sqrt(np.sum(p["v"] ** 2, axis=(0, 1)))
+        assert kernel(lp["conv1"]).shape == (net.kernel_size, w_in, w_out)
+        z = np.maximum(np_causal_conv(h, kernel(lp["conv1"]), lp["conv1"]["b"], d), 0.0)
+        z = np.maximum(np_causal_conv(z, kernel(lp["conv2"]), lp["conv2"]["b"], d), 0.0)
+        assert ("res" in lp) == (w_in != w_out)
+        res = h @ lp["res"]["w"] + lp["res"]["b"] if w_in != w_out else h
+        h = np.maximum(z + res, 0.0)
+    assert h.shape[-1] == net.output_size == net.channels()[-1]
+    np.testing.assert_allclose(np.asarray(net.apply(params, jnp.asarray(x))), h, rtol=1e-10, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -438,6 +466,7 @@ def test_width_errors():
         (lambda: TCN(4, 2, 3, dropout=-0.1), "dropout"),
         (lambda: TCN(4, 2.5, 3), "levels"),
         (lambda: TCN(4, 2, 3, conv_impl="fft"), "conv_impl"),
+        (lambda: TCN(4, 2, 3, output_size=-1), "output_size"),
         (lambda: WaveNet(4, 0), "levels"),
         (lambda: WaveNet(0, 2), "hidden_size"),
         (lambda: WaveNet(4, 2, kernel_size=0), "kernel_size"),

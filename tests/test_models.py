@@ -61,6 +61,27 @@ def test_output_shapes(kw, inputs, out_shape):
     assert "w" not in params["head"]
 
 
+def test_tcn_with_a_narrow_last_block_ties_its_head_to_the_embedding():
+  # The TCN repository's character model: levels of hidden width, the last
+  # one the embedding's width, the decoder the embedding table itself.
+  model = _model(backbone="tcn", input_kind="embed", input_size=11, output_size=11,
+                 embed_size=4, hidden_size=6, levels=2, kernel_size=2, output_channels=4,
+                 tie_weights=True)
+  params = model.init(KEY)
+  assert "w" not in params["head"]
+  ids = jnp.asarray([[1, 5, 2, 7]])
+  logits, _ = _apply(model, params, ids)
+  features = model.convnet.apply(params["backbone"], params["input"]["embedding"][ids])
+  assert features.shape == (1, 4, 4)
+  np.testing.assert_allclose(logits, features @ params["input"]["embedding"].T
+                             + params["head"]["b"], rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match=r"backbone's output width \(6\)"):
+    _model(backbone="tcn", input_kind="embed", input_size=11, output_size=11, embed_size=4,
+           hidden_size=6, levels=2, tie_weights=True)
+  with pytest.raises(ValueError, match="output_channels is a TCN setting"):
+    _model(backbone="lstm", output_channels=4)
+
+
 def test_truncated_with_k_ge_T_equals_scan():
   scan = _model(backbone="lstm", layers=2)
   xs = jax.random.normal(jax.random.PRNGKey(1), (3, 9, 3))

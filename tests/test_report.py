@@ -345,13 +345,17 @@ def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
   exp = get_experiment("tcn-adding-rnn")
   rows = [{"experiment": exp.name, "config": {"train": {"max_steps_per_epoch": 5},
                                               "vmap_group_size": 2},
-           "steps": 5, "tokens_per_s": rate, "device_kind": "cpu", "git_sha": "abc"}
-          for rate in (1000.0, 3000.0)]
+           "steps": 5, "tokens_per_s": rate, "device_kind": "cpu", "git_sha": "abc",
+           "seed": seed, "run_id": f"r{i}"}
+          for i, (seed, rate) in enumerate([(0, 9999.0), (0, 1000.0), (1, 3000.0)])]
   (g,) = estimate_full_run.estimate(rows)
   n_train, length = 50_000, 600  # the adding task's training set at T = 600
   assert g["units_per_epoch"] == n_train * length
+  # Seed 0 was measured twice: its later row (1000/s) supersedes the first.
+  assert g["runs"] == 2
   assert g["estimated_hours"] == pytest.approx(n_train * length * exp.train.epochs / 2000 / 3600)
-  assert "estimated hours" in estimate_full_run.render([g], str(tmp_path))
+  md = estimate_full_run.render([g], str(tmp_path), estimate_full_run.latest_capped(rows)[1])
+  assert "estimated hours" in md and "tcn-adding-rnn seed 0 (run r0, git abc)" in md
 
 
 def test_logging_only_settings_do_not_split_a_row():

@@ -330,9 +330,11 @@ class TCN:
         h   = Dropout(ReLU(C_d^{(2)}(h)))
         out = ReLU(h + R(x))
 
-    where :math:`R` is a 1x1 conv when the block's input width differs from
-    ``hidden_size`` (only possible in block 0) and the identity otherwise. All
-    blocks have ``hidden_size`` channels. Each block adds :math:`2(K-1)2^i`
+    where :math:`R` is a 1x1 conv when the block's input and output widths
+    differ and the identity otherwise. Every block has ``hidden_size``
+    channels except the last, which has ``output_size`` when that is set (the
+    TCN repository's character model ends in its embedding's width, so that the
+    decoder can share the embedding table). Each block adds :math:`2(K-1)2^i`
     steps of look-back, so the receptive field is
     :math:`1 + 2(K-1)(2^L - 1)`.
 
@@ -355,13 +357,13 @@ class TCN:
     ``jax.jit``; params are a plain pytree::
 
         {"levels": [{"conv1": {"v", "g", "b"}, "conv2": {...},
-                     "res": {"w", "b"}  # only when widths differ
+                     "res": {"w", "b"}  # only when a block's widths differ
                     }, ...]}
 
     (``{"w", "b"}`` instead of ``{"v", "g", "b"}`` when ``weight_norm=False``).
 
     Attributes:
-        hidden_size: channels of every block (and of the output).
+        hidden_size: channels of every block but (with ``output_size``) the last.
         levels: number of residual blocks ``L >= 1``.
         kernel_size: taps per conv ``K >= 1``.
         dropout: elementwise dropout rate in ``[0, 1)`` after each ReLU in a
@@ -369,6 +371,7 @@ class TCN:
         weight_norm: reparametrise conv kernels as ``g v / ||v||``.
         conv_impl: how convolutions are computed: ``"auto"`` (by backend) or one of
             :data:`CONV_IMPLS`.
+        output_size: channels of the last block (0: ``hidden_size``).
     """
 
     hidden_size: int
@@ -377,11 +380,13 @@ class TCN:
     dropout: float = 0.0
     weight_norm: bool = True
     conv_impl: str = DEFAULT_CONV_IMPL
+    output_size: int = 0
 
     def __post_init__(self):
         _check_int("hidden_size", self.hidden_size, 1)
         _check_int("levels", self.levels, 1)
         _check_int("kernel_size", self.kernel_size, 1)
+        _check_int("output_size", self.output_size, 0)
         if not isinstance(self.dropout, (int, float, np.floating)) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         _check_impl(self.conv_impl)
@@ -394,6 +399,10 @@ class TCN:
     def dilations(self) -> tuple[int, ...]:
         """Dilation of each block, ``2**i``."""
         return tuple(2**i for i in range(self.levels))
+
+    def channels(self) -> tuple[int, ...]:
+        """Output width of each block: ``hidden_size``, the last ``output_size`` if set."""
+        return (self.hidden_size,) * (self.levels - 1) + (self.output_size or self.hidden_size,)
 
     # -- parameters --------------------------------------------------------
 
@@ -414,11 +423,12 @@ class TCN:
         return _jit_init(self, key, int(input_size), jnp.dtype(dtype))
 
     def _init(self, key: jax.Array, input_size: int, dtype) -> Params:
-        h, k_size = self.hidden_size, self.kernel_size
-        widths = [input_size] + [h] * (self.levels - 1)  # input width of each level
+        k_size = self.kernel_size
+        outs = self.channels()
+        widths = list(zip((input_size,) + outs[:-1], outs))  # (in, out) width of each level
         # Kernel shapes (conv1, conv2[, res]) and bias (size, fan_in) per level.
         w_shapes, b_specs = [], []
-        for d_in in widths:
+        for d_in, h in widths:
             w_shapes += [(k_size, d_in, h), (k_size, h, h)]
             b_specs += [(h, k_size * d_in), (h, k_size * h)]
             if d_in != h:
@@ -444,7 +454,7 @@ class TCN:
             return {"w": v, "b": b}
 
         levels = []
-        for d_in in widths:
+        for d_in, h in widths:
             level = {"conv1": conv(), "conv2": conv()}
             if d_in != h:
                 level["res"] = {"w": next(ws), "b": next(bs)}
@@ -465,10 +475,10 @@ class TCN:
             raise ValueError(f"TCN has levels={self.levels} but params have {len(lv)} levels")
         c1 = lv[0]["conv1"]
         shape = (c1["v"] if "v" in c1 else c1["w"]).shape
-        if shape[0] != self.kernel_size or shape[2] != self.hidden_size:
+        if shape[0] != self.kernel_size or shape[2] != self.channels()[0]:
             raise ValueError(
-                f"params do not match TCN(hidden_size={self.hidden_size}, kernel_size={self.kernel_size}): "
-                f"first kernel has shape {shape}"
+                f"params do not match TCN(hidden_size={self.hidden_size}, kernel_size={self.kernel_size}, "
+                f"output_size={self.output_size}): first kernel has shape {shape}"
             )
         return shape[1]
 
@@ -491,7 +501,7 @@ class TCN:
             deterministic: if True (default) dropout is the identity.
 
         Returns:
-            ``(..., T, hidden_size)``.
+            ``(..., T, C)``, ``C`` the last block's width (``channels()[-1]``).
 
         Raises:
             ValueError: wrong input width/rank, or ``deterministic=False``
@@ -537,12 +547,12 @@ class TCN:
         dtype = dtype or _params_dtype(params)
         batch_shape = tuple(batch_shape)
         levels = []
-        for i, d in enumerate(self.dilations()):
+        outs = self.channels()
+        for d, w_in, w_out in zip(self.dilations(), (d_in,) + outs[:-1], outs):
             length = (self.kernel_size - 1) * d
-            w1 = d_in if i == 0 else self.hidden_size
             levels.append({
-                "conv1": jnp.zeros(batch_shape + (length, w1), dtype),
-                "conv2": jnp.zeros(batch_shape + (length, self.hidden_size), dtype),
+                "conv1": jnp.zeros(batch_shape + (length, w_in), dtype),
+                "conv2": jnp.zeros(batch_shape + (length, w_out), dtype),
             })
         return {"t": jnp.zeros((), jnp.int32), "levels": levels}
 
@@ -558,8 +568,8 @@ class TCN:
             x_t: input at this step, ``(..., D)``.
 
         Returns:
-            ``(new_state, y_t)`` with ``y_t`` of shape ``(..., hidden_size)``,
-            equal to ``apply(params, xs)[..., t, :]``.
+            ``(new_state, y_t)`` with ``y_t`` of shape ``(..., C)`` (the last
+            block's width), equal to ``apply(params, xs)[..., t, :]``.
         """
         _check_input("TCN", x_t, self._input_size(params), what="(..., D)")
         t = state["t"]

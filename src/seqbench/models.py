@@ -82,7 +82,7 @@ CELLS: Mapping[str, Any] = {
 #: Convolutional backbones: name -> factory ``config -> net``.
 CONVNETS: Mapping[str, Any] = {
     "tcn": lambda c: convnets.TCN(c.hidden_size, c.levels, c.kernel_size, dropout=c.dropout,
-                                  conv_impl=c.conv_impl),
+                                  conv_impl=c.conv_impl, output_size=c.output_channels),
     "wavenet": lambda c: convnets.WaveNet(c.hidden_size, c.levels, c.kernel_size,
                                           stacks=c.stacks, conv_impl=c.conv_impl),
 }
@@ -126,9 +126,12 @@ class ModelConfig:
     embed_dropout: on the input layer's output (None = ``dropout``).
     forget_bias: LSTM forget-gate bias added at init.
     init_scheme: one of :data:`INIT_SCHEMES`.
-    tie_weights: use the embedding table as the head (needs
-      ``embed_size == hidden_size``).
+    tie_weights: use the embedding table as the head (needs ``embed_size``
+      equal to the backbone's output width, :attr:`backbone_width`).
     levels, kernel_size, stacks, conv_impl: conv-net shape (TCN, WaveNet).
+    output_channels: TCN only: channels of the last block (0 = hidden_size).
+      The TCN repository's character model ends in its embedding's width and
+      ties the decoder to the embedding.
     dtype: parameter dtype name.
   """
 
@@ -153,6 +156,7 @@ class ModelConfig:
   conv_impl: str = convnets.DEFAULT_CONV_IMPL
   dtype: str = "float32"
   init_scheme: str = "pytorch"
+  output_channels: int = 0
 
   def __post_init__(self):
     if self.backbone not in CELLS and self.backbone not in CONVNETS:
@@ -176,6 +180,8 @@ class ModelConfig:
     for name in ("hidden_size", "layers"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.output_channels and self.backbone != "tcn":
+      raise ValueError(f"output_channels is a TCN setting; backbone {self.backbone!r} has none")
     for name in ("dropout", "embed_dropout"):
       v = getattr(self, name)
       if v is not None and not 0.0 <= v < 1.0:
@@ -195,6 +201,13 @@ class ModelConfig:
   @property
   def jnp_dtype(self):
     return DTYPES[self.dtype]
+
+  @property
+  def backbone_width(self) -> int:
+    """Width of the backbone's output (what the head sees)."""
+    if self.backbone == "tcn":
+      return self.output_channels or self.hidden_size
+    return self.hidden_size
 
   @property
   def input_width(self) -> int:
@@ -250,10 +263,10 @@ class Model:
       raise ValueError("ModelConfig.input_size is unset (0): resolve it from the task first")
     if c.output_size < 1:
       raise ValueError("ModelConfig.output_size is unset (0): resolve it from the task first")
-    if c.tie_weights and (c.input_kind != "embed" or c.input_width != c.hidden_size
+    if c.tie_weights and (c.input_kind != "embed" or c.input_width != c.backbone_width
                           or c.output_size != c.input_size):
-      raise ValueError("tie_weights needs input_kind='embed', embed_size == hidden_size "
-                       "and output_size == input_size")
+      raise ValueError("tie_weights needs input_kind='embed', embed_size equal to the "
+                       f"backbone's output width ({c.backbone_width}) and output_size == input_size")
     if c.executor == "parallel" and c.is_recurrent and not CELLS[c.backbone](1, c).is_linear:
       raise ValueError(f"executor='parallel' needs a linear cell (lru), not {c.backbone!r}")
 
@@ -311,7 +324,7 @@ class Model:
         width = cell.hidden_size
     else:
       backbone = self.convnet.init(k_bb, width, dt)
-      width = c.hidden_size
+      width = c.backbone_width
     if c.tie_weights:
       head = {"b": jnp.zeros((c.output_size,), dt)}
     elif c.input_kind == "embed" or c.init_scheme == "mh_poly_music":

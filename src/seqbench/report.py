@@ -201,7 +201,7 @@ IMPLEMENTATION_FIELDS = ("conv_impl", "checkpoint_seconds")
 #: written before such a setting existed ran with its default.
 FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3,
                                  "zero_grad": True},
-                      "model": {"init_scheme": "pytorch"}}
+                      "model": {"init_scheme": "pytorch", "output_channels": 0}}
 
 
 def _group_config(row: Mapping[str, Any]) -> dict:

@@ -216,7 +216,7 @@ _HASHED_AT_DEFAULT = {"eval_ks": ()}
 #: (``seqbench.report`` keeps an equal copy).
 FIELDS_ADDED_LATER = {"train": {"projection": "certified", "lr_decay_window": 3,
                                  "zero_grad": True},
-                      "model": {"init_scheme": "pytorch"}}
+                      "model": {"init_scheme": "pytorch", "output_channels": 0}}
 
 
 def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
