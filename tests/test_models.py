@@ -80,6 +80,9 @@ def test_tcn_with_a_narrow_last_block_ties_its_head_to_the_embedding():
            hidden_size=6, levels=2, tie_weights=True)
   with pytest.raises(ValueError, match="output_channels is a TCN setting"):
     _model(backbone="lstm", output_channels=4)
+  with pytest.raises(ValueError, match="output_size == input_size"):
+    _model(backbone="tcn", input_kind="embed", input_size=11, output_size=9, embed_size=4,
+           hidden_size=6, levels=2, output_channels=4, tie_weights=True)
 
 
 def test_truncated_with_k_ge_T_equals_scan():

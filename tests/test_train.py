@@ -325,6 +325,9 @@ def test_next_lr_rules():
     (["mh-jsb-rnn-stable", "--set", "train.momentum=1.5"], "train.momentum must be in [0, 1)"),
     (["mh-jsb-rnn-stable", "--set", "train.lam=1.2"], "train.lam must be in (0, 1]"),
     (["mh-jsb-rnn-stable", "--set", "train.lam=0"], "train.lam must be in (0, 1]"),
+    (["tcn-ptb-char-tcn", "--set", "model.output_channels=-1"], "output_channels must be >= 0"),
+    (["tcn-ptb-char-tcn", "--set", "model.output_channels=7"],
+     "embed_size equal to the backbone's output width (7)"),
     ([], "required"),
 ])
 def test_bad_cli_input_is_one_line_exit_2(argv, needle, capsys, tmp_path):

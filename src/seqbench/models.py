@@ -180,8 +180,13 @@ class ModelConfig:
     for name in ("hidden_size", "layers"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.output_channels < 0:
+      raise ValueError(f"output_channels must be >= 0 (0 = hidden_size), got {self.output_channels}")
     if self.output_channels and self.backbone != "tcn":
       raise ValueError(f"output_channels is a TCN setting; backbone {self.backbone!r} has none")
+    if self.tie_weights and (self.input_kind != "embed" or self.input_width != self.backbone_width):
+      raise ValueError("tie_weights needs input_kind='embed' and embed_size equal to the "
+                       f"backbone's output width ({self.backbone_width})")
     for name in ("dropout", "embed_dropout"):
       v = getattr(self, name)
       if v is not None and not 0.0 <= v < 1.0:
@@ -263,10 +268,9 @@ class Model:
       raise ValueError("ModelConfig.input_size is unset (0): resolve it from the task first")
     if c.output_size < 1:
       raise ValueError("ModelConfig.output_size is unset (0): resolve it from the task first")
-    if c.tie_weights and (c.input_kind != "embed" or c.input_width != c.backbone_width
-                          or c.output_size != c.input_size):
-      raise ValueError("tie_weights needs input_kind='embed', embed_size equal to the "
-                       f"backbone's output width ({c.backbone_width}) and output_size == input_size")
+    if c.tie_weights and c.output_size != c.input_size:
+      raise ValueError("tie_weights needs output_size == input_size (the embedding table is "
+                       f"the head), got {c.input_size} -> {c.output_size}")
     if c.executor == "parallel" and c.is_recurrent and not CELLS[c.backbone](1, c).is_linear:
       raise ValueError(f"executor='parallel' needs a linear cell (lru), not {c.backbone!r}")
 

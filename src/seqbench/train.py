@@ -277,7 +277,10 @@ def build(exp: Experiment):
                       f"match task {exp.task!r} ({n_in} -> {n_out})")
   if exp.train.stable and not cfg.is_recurrent:
     raise ConfigError(f"{exp.name}: stable=True needs a recurrent backbone, not {cfg.backbone}")
-  return task, Model(cfg)
+  try:
+    return task, Model(cfg)
+  except ValueError as e:  # a check that needs the task's sizes
+    raise ConfigError(f"{exp.name}: {e}") from None
 
 
 # ---------------------------------------------------------------------------
