@@ -119,6 +119,8 @@ def table(root: str = ROOT) -> str:
 
 
 def _cache_state(meta) -> str:
+  if meta.get("platform") == "cpu":
+    return "n/a (CPU: no autotuning)"
   if "autotune_level=0" in _other_flags(meta):
     return "autotuning off"
   state = meta.get("xla_autotune_cache")

@@ -358,6 +358,30 @@ def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
   assert "estimated hours" in md and "tcn-adding-rnn seed 0 (run r0, git abc)" in md
 
 
+def test_compare_bench_flags_rows_slower_in_every_new_run(tmp_path):
+  compare_bench = load_script("compare_bench")
+
+  def run(name, sha, ms):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"model": m, "executor": "scan", "mode": "train",
+                                        "batch": 16, "time": 128, "median_ms": t,
+                                        "meta": {"git_sha": sha}}) + "\n"
+                            for m, t in ms.items()))
+    return str(path)
+
+  base = run("base.jsonl", "aaaaaaa1", {"lstm": 10.0, "gru": 10.0, "rnn": 10.0, "lru": 10.0})
+  new1 = run("new1.jsonl", "bbbbbbb2", {"lstm": 12.0, "gru": 12.0, "rnn": 9.0})
+  new2 = run("new2.jsonl", "bbbbbbb2", {"lstm": 11.5, "gru": 10.5, "rnn": 9.5})
+  out = tmp_path / "cmp.md"
+  assert compare_bench.main([base, new1, new2, "--out", str(out)]) == 0
+  md = out.read_text()
+  # Only the LSTM is slower than the base by > 10 % in both new runs (best 11.5 ms).
+  assert "lstm scan train (B=16, T=128): 1.15x the base" in md
+  assert "gru scan train (B=16" not in md and "| rnn | scan | train | 16 x 128 | 10.00 | 9.00 | 9.50 | 0.90 |" in md
+  assert "missing from a new run: 1" in md
+  assert compare_bench.main([base, str(tmp_path / "nope.jsonl")]) == 2
+
+
 def test_logging_only_settings_do_not_split_a_row():
   from seqbench import train  # pylint: disable=g-import-not-at-top
   assert report.BOOKKEEPING_FIELDS == train.BOOKKEEPING_FIELDS
