@@ -110,9 +110,9 @@ _TRUNC_TRAIN_CPU_COST = {
 #: The λ sweep on the 2-core CPU: one seed, the 6 λ vmapped, 100 epochs
 #: (benchmarks/results/cpu/lam-sweep, wall time of the group).
 _LAM_CPU_COST = {
-    "rnn": "~27 min for all 6 λ vmapped, one seed (1,632 s measured)",
-    "lstm": ("~38 min for all 6 λ vmapped, one seed (2,288 s measured, with tests sharing the "
-             "CPU at times; a step of the 6: 66 ms)"),
+    "rnn": "~20-27 min for all 6 λ vmapped, one seed (1,186-1,632 s measured, 3 seeds)",
+    "lstm": ("~9 min for all 6 λ vmapped, one seed (506-512 s measured at e0505a2; 2,288 s "
+             "at 69e9a42 with tests sharing the CPU)"),
 }
 
 
