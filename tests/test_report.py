@@ -382,6 +382,31 @@ def test_compare_bench_flags_rows_slower_in_every_new_run(tmp_path):
   assert compare_bench.main([base, str(tmp_path / "nope.jsonl")]) == 2
 
 
+def test_lr_cuts_are_read_from_the_curves(tmp_path):
+  # Each history entry holds the lr chosen after that epoch: seed 0 was cut
+  # after epochs 2 and 4, seed 1 after epoch 1 (against the configured lr),
+  # seed 2 never; a group without cuts gets no line.
+  def hist(lrs):
+    return [{"epoch": i + 1, "valid_metric": 1.0, "lr": lr} for i, lr in enumerate(lrs)]
+  cfg = {"smoke": False, "train": {"lr": 20.0}}
+  rows = [_row("mh-wikitext2-lstm-unstable", s, 90.0 + s, config=cfg) for s in range(3)]
+  rows.append(_row("mh-wikitext2-rnn-unstable", 0, 140.0, config=cfg))
+  curves = [{"run_id": r["run_id"], "history": h} for r, h in zip(rows, [
+      hist([20.0, 5.0, 5.0, 1.25, 1.25]), hist([5.0, 5.0, 5.0, 5.0, 5.0]),
+      hist([20.0] * 5), hist([20.0] * 5)])]
+  _write(tmp_path, rows, curves)
+  groups = report.summarize(report.merge([str(tmp_path)]))
+  lstm = next(g for g in groups if g.experiment == "mh-wikitext2-lstm-unstable")
+  assert report.lr_cuts(lstm) == [(0, [2, 4]), (1, [1]), (2, [])]
+  md = report.render_markdown(groups, n_rows=4, dirs=[str(tmp_path)])
+  assert "## Learning-rate cuts" in md
+  section = md.split("## Learning-rate cuts")[1]
+  assert "| mh-wikitext2-lstm-unstable |" in section
+  assert "| seed 0: 2, 4; seed 1: 1; seed 2: none |" in section
+  assert "| mh-wikitext2-rnn-unstable |" not in section
+  assert report._cuts_cell([(0, [1, 2, 3, 4, 5])]) == "seed 0: 1, 2, 3 (+2 more)"
+
+
 def test_logging_only_settings_do_not_split_a_row():
   from seqbench import train  # pylint: disable=g-import-not-at-top
   assert report.BOOKKEEPING_FIELDS == train.BOOKKEEPING_FIELDS

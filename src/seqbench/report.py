@@ -439,6 +439,35 @@ def last_epochs_test(g: Group, n: int = LAST_EPOCHS) -> Optional[dict]:
   return {"mean": mean, "std": std, "n": len(vals), "match": match}
 
 
+def lr_cuts(g: Group) -> list[tuple[Any, list[int]]]:
+  """Per run of a group, ``(seed, epochs at which the learning rate fell)``, from its curves.
+
+  The papers' lr rules cut on a validation plateau, so a cut that comes before a
+  run leaves its initial plateau leaves it there (the JSB and Nottingham seed
+  spreads in benchmarks/results/cpu). Runs without a logged history are left out.
+  """
+  out = []
+  for r in sorted(g.rows, key=lambda r: (r.get("seed") is None, r.get("seed"))):
+    hist = (read_curves(r) or {}).get("history") or []
+    # Each history entry holds the lr chosen after that epoch's validation.
+    lrs = [(e.get("epoch"), e.get("lr")) for e in hist if e.get("lr") is not None]
+    initial = ((r.get("config") or {}).get("train") or {}).get("lr")
+    if lrs and initial is not None:
+      lrs.insert(0, (0, initial))
+    if lrs:
+      out.append((r.get("seed"), [ep for (_, a), (ep, b) in zip(lrs, lrs[1:]) if b < a]))
+  return out
+
+
+def _cuts_cell(cuts: list[tuple[Any, list[int]]], shown: int = 3) -> str:
+  def one(epochs):
+    if not epochs:
+      return "none"
+    more = f" (+{len(epochs) - shown} more)" if len(epochs) > shown else ""
+    return ", ".join(str(e) for e in epochs[:shown]) + more
+  return "; ".join(f"seed {seed}: {one(epochs)}" for seed, epochs in cuts)
+
+
 def _family_key(row: Mapping[str, Any]) -> str:
   """A row's configuration without the executor and k (what study (b) varies)."""
   cfg = _group_config(row)
@@ -712,6 +741,15 @@ def render_markdown(groups: Sequence[Group], *, n_rows: int, dirs: Sequence[str]
     out.append(row(["scan (recurrent)", _mean_std_cell(r["mean"], r["std"]), r["n"],
                     _seeds_cell(r["by_seed"]), r["experiment"]]) if r else
                row(["scan (recurrent)", "not in these results", "–", "–", "–"]))
+  cuts = [(g, lr_cuts(g)) for g in groups]
+  cuts = [(g, c) for g, c in cuts if any(epochs for _, epochs in c)]
+  if cuts:
+    out += ["", "## Learning-rate cuts", "",
+            "Epochs after which each run's lr rule lowered its learning rate (from curves/; "
+            "the first few). A cut before a run has left its initial plateau often explains "
+            "a seed far from the others.", "",
+            row(["experiment", "variant", "epochs of the cuts, per seed"]), row(["---"] * 3)]
+    out += [row([g.experiment, g.variant or "", _cuts_cell(c)]) for g, c in cuts]
   if plots:
     out += ["", "## Plots", ""] + [f"![{os.path.basename(p)}]({p})" for p in plots]
   return "\n".join(out) + "\n"
