@@ -206,11 +206,14 @@ def test_parallel_matches_scan_and_loop():
   np.testing.assert_allclose(final, carries[-1], rtol=1e-4, atol=1e-5)
 
 
-def test_lru_step_is_its_complex_definition():
+@pytest.mark.parametrize("merged", [True, False], ids=["one-input-matmul", "three"])
+def test_lru_step_is_its_complex_definition(merged, monkeypatch):
   # The cell computes with real matmuls on stacked weights; check it against
   # h_t = lambda*h_{t-1} + gamma*(B^T x_t), y_t = Re(C^T h_t) + D^T x_t in
   # complex128 numpy, so a sign or stacking slip cannot hide behind executors
-  # that all share the cell's own step.
+  # that all share the cell's own step. Both input forms (accelerators stack
+  # the input weights, XLA:CPU does not) are checked here on the CPU.
+  monkeypatch.setattr(sb.cells, "merged_input_matmul", lambda: merged)
   cell, params = make("lru", hidden=5)
   p = {k: np.asarray(v, np.float64) for k, v in params.items()}
   lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))

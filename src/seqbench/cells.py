@@ -273,6 +273,11 @@ def _complex_dtype(dtype) -> Any:
   return jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
 
 
+def merged_input_matmul() -> bool:
+  """Whether :class:`LRU` computes its three input products as one matmul (not on XLA:CPU)."""
+  return jax.default_backend() != "cpu"
+
+
 def _complex_part_dtype(dtype) -> Any:
   # There is no bfloat16/float16 complex type: low-precision LRUs keep their
   # state in complex64 (float32 parts) and cast the output back.
@@ -363,14 +368,19 @@ class LRU(_GatedCell):
   def _input_map(self, params, x):
     part = _complex_part_dtype(x.dtype)
     gamma = jnp.exp(params["gamma_log"]).astype(part)
-    # One real matmul x @ [B_re | B_im | D] instead of three (x is never promoted
-    # to complex): fewer GEMMs to launch per step and to autotune when a GPU
-    # compiles the step.
-    n = self.n_state
-    xw = x @ jnp.concatenate([params["B_re"], params["B_im"], params["D"]], axis=1)
-    drive = jax.lax.complex(gamma * xw[..., :n].astype(part),
-                            gamma * xw[..., n:2 * n].astype(part))
-    return (drive, xw[..., 2 * n:])
+    # x is never promoted to complex. On accelerators the three products are one
+    # real matmul x @ [B_re | B_im | D]: fewer GEMMs to launch per step and to
+    # autotune when a GPU compiles the step. On XLA:CPU three matmuls measured
+    # faster (train step at the default bench size, scan and parallel alike:
+    # 6.0-7.0 vs 7.4-8.3 ms; benchmarks/results/cpu/bench/README.md).
+    if merged_input_matmul():
+      n = self.n_state
+      xw = x @ jnp.concatenate([params["B_re"], params["B_im"], params["D"]], axis=1)
+      b_re, b_im, skip = xw[..., :n], xw[..., n:2 * n], xw[..., 2 * n:]
+    else:
+      b_re, b_im, skip = x @ params["B_re"], x @ params["B_im"], x @ params["D"]
+    drive = jax.lax.complex(gamma * b_re.astype(part), gamma * b_im.astype(part))
+    return (drive, skip)
 
   def recurrent_step(self, params, carry, u):
     drive, _ = u
