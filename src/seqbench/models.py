@@ -210,8 +210,8 @@ class ModelConfig:
   @property
   def backbone_width(self) -> int:
     """Width of the backbone's output (what the head sees)."""
-    if self.backbone == "tcn":
-      return self.output_channels or self.hidden_size
+    if self.backbone == "tcn":  # the net's own rule for its last block's width
+      return CONVNETS["tcn"](self).channels()[-1]
     return self.hidden_size
 
   @property
