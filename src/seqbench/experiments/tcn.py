@@ -78,6 +78,16 @@ _MNIST_TRAIN = TrainConfig(optimizer="adam", lr=2e-3, clip=0.0, epochs=20, batch
                            eval_batch_size=200, lr_schedule="step", lr_decay=10.0,
                            lr_step_epochs=10)
 
+# Sequential and permuted MNIST share everything but the pixel order.
+_PIXEL_MNIST = dict(
+    options={},
+    io=dict(input_kind="identity", input_size=1, output_size=10, readout="last"),
+    tcn=dict(hidden_size=25, levels=8, kernel_size=7, dropout=0.05),
+    rnn_hidden={"lstm": 130, "gru": 150, "rnn": 260},
+    train=_MNIST_TRAIN,
+    cost_gpu="~15-30 min",
+)
+
 # Per task: input/head, TCN shape, recurrent hidden sizes (parameter-matched),
 # the training settings, costs.
 _TASKS = {
@@ -110,24 +120,14 @@ _TASKS = {
                "script) and uses Table 2's dropout 0.05."),
     ),
     "smnist": dict(
-        options={},
-        io=dict(input_kind="identity", input_size=1, output_size=10, readout="last"),
-        tcn=dict(hidden_size=25, levels=8, kernel_size=7, dropout=0.05),
-        rnn_hidden={"lstm": 130, "gru": 150, "rnn": 260},
-        train=_MNIST_TRAIN,
-        cost_gpu="~15-30 min",
+        _PIXEL_MNIST,
         notes=("Adam 2e-3, 20 epochs, lr ÷10 after epoch 10, no clip, batch 64, dropout "
                "0.05 (mnist_pixel/pmnist_test.py defaults). That script trains on all 60,000 "
                "images and prints test accuracy after each epoch; seqbench holds out 5,000 for "
                "validation and tests the best-valid model (the last-3-epoch mean is logged too)."),
     ),
     "pmnist": dict(
-        options={},
-        io=dict(input_kind="identity", input_size=1, output_size=10, readout="last"),
-        tcn=dict(hidden_size=25, levels=8, kernel_size=7, dropout=0.05),
-        rnn_hidden={"lstm": 130, "gru": 150, "rnn": 260},
-        train=_MNIST_TRAIN,
-        cost_gpu="~15-30 min",
+        _PIXEL_MNIST,
         notes="As smnist with seqbench's fixed seeded permutation (TCN's is unseeded).",
     ),
     "jsb": dict(
