@@ -189,22 +189,12 @@ def _gate_blocks(w: Array, n: int):
 
 
 @functools.singledispatch
-def lipschitz_bound(cell: Cell, params: Any, input_bound: float = 1.0) -> Array:
-  """Certified upper bound on the contraction factor of ``cell``'s state map.
-
-  Args:
-    cell: a seqbench cell.
-    params: its parameters.
-    input_bound: a bound on :math:`\\|x_t\\|_\\infty` (used by gated cells).
-
-  Returns:
-    A scalar array :math:`\\lambda`; the cell is stable when it is < 1.
-  """
+def _lipschitz_bound(cell: Cell, params: Any, input_bound: float = 1.0) -> Array:
   raise NotImplementedError(
       f"no stability bound is known for {type(cell).__name__}")
 
 
-@lipschitz_bound.register
+@_lipschitz_bound.register
 def _(cell: RNN, params, input_bound=1.0):
   # tanh and relu are 1-Lipschitz: ||J|| <= ||W_hh||_2.
   del input_bound
@@ -219,6 +209,7 @@ def lstm_forget_gate_bound(params, input_bound: float = 1.0) -> Array:
   :math:`\|W_{f,j}\|_1 + B\|U_{f,j}\|_1 + b_{f,j}`.
   """
   b = _check_input_bound(input_bound)
+  params = _widen(params)
   _, w_f, _, _ = _gate_blocks(params["recurrent_kernel"], 4)
   _, u_f, _, _ = _gate_blocks(params["input_kernel"], 4)
   _, b_f, _, _ = _gate_blocks(params["bias"], 4)
@@ -226,7 +217,7 @@ def lstm_forget_gate_bound(params, input_bound: float = 1.0) -> Array:
   return jax.nn.sigmoid(jnp.max(pre))
 
 
-@lipschitz_bound.register
+@_lipschitz_bound.register
 def _(cell: LSTM, params, input_bound=1.0):
   r"""Miller & Hardt's infinity-norm LSTM condition on :math:`s=(c,h)`.
 
@@ -242,7 +233,7 @@ def _(cell: LSTM, params, input_bound=1.0):
   return (f_inf + w_f / (4 * (1 - f_inf)) + w_i / 4 + w_z + w_o / 4)
 
 
-@lipschitz_bound.register
+@_lipschitz_bound.register
 def _(cell: GRU, params, input_bound=1.0):
   r"""A sufficient condition for the GRU, in the infinity norm (derived here).
 
@@ -275,11 +266,33 @@ def _(cell: GRU, params, input_bound=1.0):
   return jnp.max(rows)
 
 
-@lipschitz_bound.register
+@_lipschitz_bound.register
 def _(cell: LRU, params, input_bound=1.0):
   # Diagonal state matrix: the contraction factor is the largest |lambda|.
   del input_bound
   return jnp.max(jnp.exp(-jnp.exp(params["nu_log"])))
+
+
+def lipschitz_bound(cell: Cell, params: Any, input_bound: float = 1.0) -> Array:
+  """Certified upper bound on the contraction factor of ``cell``'s state map.
+
+  Computed in float32 at least, from the parameters as stored: a bfloat16
+  bound near 1 would round to steps of 2**-7 and hide an excess (and the
+  spectral norm has no bfloat16 kernel).
+
+  Args:
+    cell: a seqbench cell.
+    params: its parameters.
+    input_bound: a bound on :math:`\\|x_t\\|_\\infty` (used by gated cells).
+
+  Returns:
+    A scalar array :math:`\\lambda` (float32 or wider); the cell is stable
+    when it is < 1.
+  """
+  return _lipschitz_bound(cell, _widen(params), input_bound)
+
+
+lipschitz_bound.register = _lipschitz_bound.register  # new cells register here
 
 
 # ---------------------------------------------------------------------------
@@ -393,26 +406,12 @@ def _power_spectral_norm(w: Array, iters: int) -> Array:
 
 
 @functools.singledispatch
-def project(cell: Cell, params: Any, lam: float, input_bound: float = 1.0, **kwargs) -> Any:
-  """Project ``params`` onto a stable set whose certified bound is ``<= lam``.
-
-  A projection: idempotent, and parameters already in the set come back
-  unchanged. Non-recurrent entries of ``params`` are never touched.
-
-  Args:
-    cell: a seqbench cell.
-    params: its parameters.
-    lam: target contraction factor (the paper's RNN projection uses 1).
-    input_bound: bound on :math:`\\|x\\|_\\infty` assumed by gated cells.
-
-  Returns:
-    The projected parameters (same structure).
-  """
+def _project(cell: Cell, params: Any, lam: float, input_bound: float = 1.0, **kwargs) -> Any:
   raise NotImplementedError(
       f"no stability projection is known for {type(cell).__name__}")
 
 
-@project.register
+@_project.register
 def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
       power_iters: int = 20):
   """Clip the singular values of the recurrent matrix to ``lam``.
@@ -480,7 +479,7 @@ def _(cell: RNN, params, lam, input_bound=1.0, *, method: str = "gram",
   return {**params, "recurrent_kernel": new_w}
 
 
-@project.register
+@_project.register
 def _(cell: LSTM, params, lam, input_bound=1.0):
   """Row-wise l1-ball projections onto the set of :func:`lstm_budget`."""
   bud = lstm_budget(lam, input_bound)
@@ -552,7 +551,7 @@ def _project_sum_cap(u: Array, v: Array, cap: float):
   return u - excess, v - excess
 
 
-@project.register
+@_project.register
 def _(cell: GRU, params, lam, input_bound=1.0):
   """Projections onto the set of :func:`gru_budget`."""
   bud = gru_budget(lam, input_bound)
@@ -570,7 +569,7 @@ def _(cell: GRU, params, lam, input_bound=1.0):
           "input_bias": bi, "recurrent_bias": bh}
 
 
-@project.register
+@_project.register
 def _(cell: LRU, params, lam, input_bound=1.0):
   r"""Bound :math:`|\lambda| = \exp(-\exp(\nu)) \le` ``lam`` by a box on ``nu_log``.
 
@@ -584,6 +583,68 @@ def _(cell: LRU, params, lam, input_bound=1.0):
   nu_min = math.log(-math.log(lam))
   nu_log = params["nu_log"]
   return {**params, "nu_log": jnp.maximum(nu_log, jnp.asarray(nu_min, nu_log.dtype))}
+
+
+def project(cell: Cell, params: Any, lam: float, input_bound: float = 1.0, **kwargs) -> Any:
+  """Project ``params`` onto a stable set whose certified bound is ``<= lam``.
+
+  A projection: idempotent, and parameters already in the set come back
+  unchanged. Non-recurrent entries of ``params`` are never touched.
+
+  Parameters narrower than float32 (bfloat16) are projected in float32 and
+  rounded back *in the direction the projection moved them* (entries it left
+  alone come back bit for bit). Every constraint of the LSTM, GRU and LRU sets
+  bounds magnitudes or sums from one side, so their rounded parameters stay
+  inside and :func:`lipschitz_bound` still certifies ``lam`` (to float32
+  round-off). A spectral-norm ball has no such direction: a bfloat16 RNN is
+  the exact projection rounded, and its bound, computed on the stored
+  values, may exceed ``lam`` by the rounding (a few 2**-8 relative).
+
+  Args:
+    cell: a seqbench cell.
+    params: its parameters.
+    lam: target contraction factor (the paper's RNN projection uses 1).
+    input_bound: bound on :math:`\\|x\\|_\\infty` assumed by gated cells.
+    **kwargs: options of one cell's projection (the RNN's ``method``).
+
+  Returns:
+    The projected parameters (same structure and dtypes).
+  """
+  wide = _widen(params)
+  projected = _project(cell, wide, lam, input_bound, **kwargs)
+  return jax.tree_util.tree_map(_round_after_move, projected, wide, params)
+
+
+project.register = _project.register  # new cells register here
+
+
+def _is_narrow(a) -> bool:
+  return (hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+          and jnp.finfo(a.dtype).bits < 32)
+
+
+def _widen(tree):
+  """Floating leaves narrower than float32 as float32; others untouched."""
+  return jax.tree_util.tree_map(lambda a: a.astype(jnp.float32) if _is_narrow(a) else a, tree)
+
+
+def _round_after_move(new: Array, before: Array, like: Array) -> Array:
+  """``new`` (a projection of ``before``) in ``like``'s dtype, rounded away from ``before``.
+
+  Nearest rounding could undo part of the move and leave an entry just
+  outside a one-sided constraint (|w| <= ..., b <= cap, nu >= nu_min); one
+  step further in the direction of the move never does.
+  """
+  if not _is_narrow(like):
+    return new
+  out = new.astype(like.dtype)
+  back = out.astype(new.dtype)
+  down = (new < before) & (back > new)
+  up = (new > before) & (back < new)
+  out = jnp.where(down, jnp.nextafter(out, jnp.asarray(-jnp.inf, out.dtype)), out)
+  out = jnp.where(up, jnp.nextafter(out, jnp.asarray(jnp.inf, out.dtype)), out)
+  # Entries the projection left alone round-trip exactly.
+  return jnp.where(new == before, like, out)
 
 
 def _is_cell(x) -> bool:
@@ -649,7 +710,10 @@ def project_updates(cells: Any, lam: float, input_bound: float = 1.0
 
   Chain it last: ``optax.chain(optax.sgd(lr), project_updates(cells, lam))``.
   It rewrites the update so that ``optax.apply_updates(params, updates)``
-  equals ``project_tree(cells, params + updates, lam)``.
+  equals ``project_tree(cells, params + updates, lam)`` up to the rounding of
+  ``params + (projected - params)`` (one step of the parameters' dtype, so
+  a set's boundary can be crossed by that much; the trainer calls
+  :func:`project_tree` on the parameters directly).
 
   Args:
     cells: see :func:`project_tree`.
@@ -702,7 +766,9 @@ def state_jacobian_norm(cell: Cell, params: Any, carry: Any, x: Array) -> Array:
     new, _ = cell.step(params, _from_real(unravel(v), carry), x)
     return jax.flatten_util.ravel_pytree(_to_real(new))[0]
 
-  jac = jax.jacfwd(f)(flat)
+  # Norms in float32 at least (no bfloat16 spectral norm; a bfloat16 sum near 1
+  # rounds to steps of 2**-7).
+  jac = _widen(jax.jacfwd(f)(flat))
   if cell.state_norm == "2":
     return jnp.linalg.norm(jac, ord=2)
   return jnp.max(jnp.sum(jnp.abs(jac), axis=1))
