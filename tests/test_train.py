@@ -308,6 +308,89 @@ def test_next_lr_rules():
   s = TrainConfig(lr_decay=10.0, lr_step_epochs=10)
   assert train_lib.next_lr("step", 1.0, s, 10, [], False) == pytest.approx(0.1)
   assert train_lib.next_lr("step", 1.0, s, 9, [], False) == 1.0
+  # A NaN validation loss is the worst, wherever it sits in the window.
+  nan = float("nan")
+  assert train_lib.next_lr("jsb", 1e-2, j, 11, hist + [nan], improved=False) == pytest.approx(1e-3)
+  assert train_lib.next_lr("jsb", 1e-2, j, 12, hist + [nan, 5.7], improved=False) == 1e-2
+
+
+def test_checkpoint_metadata_keeps_non_finite_numbers(tmp_path):
+  # Written as null, a NaN best-valid would come back as "no best yet" on resume.
+  path = str(tmp_path / "state.msgpack")
+  meta = {"best_valid": [float("nan"), 1.5], "valid_hist": [[float("inf"), 2.0]], "epoch": 3}
+  train_lib._save_checkpoint(path, {"w": jnp.zeros(2)}, meta)
+  _, back = train_lib._load_checkpoint(path, {"w": jnp.zeros(2)})
+  assert np.isnan(back["best_valid"][0]) and back["best_valid"][1] == 1.5
+  assert back["valid_hist"] == [[float("inf"), 2.0]] and back["epoch"] == 3
+
+
+DIVERGING = {**TINY, "train.optimizer": "sgd", "train.lr": 1e30, "train.clip": 0.0,
+             "train.epochs": 3}
+
+
+def test_vmapped_diverged_member_ends_as_a_separate_run_does(tmp_path):
+  specs = [("tcn-adding-rnn", 0, DIVERGING), ("tcn-adding-rnn", 0, {**DIVERGING, "train.lr": 1e-3})]
+  vm = train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path / "vmap"), smoke=True,
+                                         progress=False)
+  sep = _run("tcn-adding-rnn", tmp_path / "sep", **DIVERGING)
+  assert vm[0]["diverged"] and sep["diverged"]
+  assert vm[0]["epochs"] == sep["epochs"] == 1 and vm[0]["steps"] == sep["steps"]
+  assert vm[1]["epochs"] == 3 and not vm[1]["diverged"]
+  curves = json.loads((tmp_path / "vmap" / "curves" / f"{vm[0]['run_id']}.json").read_text())
+  assert [h["epoch"] for h in curves["history"]] == [1]
+
+
+def test_vmapped_stable_conv_net_is_rejected_like_a_separate_run(tmp_path):
+  specs = [("tcn-adding-tcn", 0, TINY), ("tcn-adding-tcn", 0, {**TINY, "train.stable": True})]
+  with pytest.raises(train_lib.ConfigError, match="stable=True needs a recurrent backbone"):
+    train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path), smoke=True, progress=False)
+  assert not (tmp_path / "results.jsonl").exists()
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_kill_after_the_last_epoch_resumes_without_training_more(tmp_path, monkeypatch):
+  # A run whose members all diverged stops early; killed while it evaluates, its
+  # rerun must not train the epoch after.
+  finish = train_lib._Trainer._finish
+
+  def killed(self, *args, **kwargs):
+    raise _Killed()
+
+  monkeypatch.setattr(train_lib._Trainer, "_finish", killed)
+  with pytest.raises(_Killed):
+    _run("tcn-adding-rnn", tmp_path, **DIVERGING)
+  monkeypatch.setattr(train_lib._Trainer, "_finish", finish)
+  row = _run("tcn-adding-rnn", tmp_path, **DIVERGING)
+  assert row["epochs"] == 1 and row["diverged"]
+  assert [s["epoch"] for s in row["sessions"]] == [0, 1]
+
+
+def test_a_group_s_rows_are_written_together(tmp_path, monkeypatch):
+  # Killed while measuring the second member's contraction: no row of the
+  # group is written, so the rerun resumes the whole group's checkpoint.
+  specs = [("tcn-adding-rnn", s, {**TINY, "train.epochs": 1, "train.contraction_every": 0})
+           for s in (0, 1)]
+  contraction = train_lib._Trainer.contraction
+  calls = []
+
+  def second_call_killed(self, p):
+    calls.append(1)
+    if len(calls) == 2:
+      raise _Killed()
+    return contraction(self, p)
+
+  monkeypatch.setattr(train_lib._Trainer, "contraction", second_call_killed)
+  with pytest.raises(_Killed):
+    train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path), smoke=True, progress=False)
+  assert train_lib.read_results(str(tmp_path)) == []
+  monkeypatch.setattr(train_lib._Trainer, "contraction", contraction)
+  rows = train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path), smoke=True,
+                                           progress=False)
+  assert [len(r["sessions"]) for r in rows] == [2, 2]  # resumed, not restarted
+  assert len(train_lib.read_results(str(tmp_path))) == 2
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -119,15 +119,20 @@ _LOG_EVERY = 20  # steps between host syncs (progress bar, divergence check)
 # Results.
 
 
-def _json_safe(x):
+def _json_safe(x, nonfinite_as_null: bool = True):
+  """``x`` with numpy scalars as Python numbers; NaN/inf as null (strict JSON).
+
+  ``nonfinite_as_null=False`` keeps them (Python's json writes and reads
+  ``NaN``/``Infinity``): checkpoint metadata must come back as it was saved.
+  """
   if isinstance(x, float) and not math.isfinite(x):
-    return None
+    return None if nonfinite_as_null else x
   if isinstance(x, dict):
-    return {k: _json_safe(v) for k, v in x.items()}
+    return {k: _json_safe(v, nonfinite_as_null) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
-    return [_json_safe(v) for v in x]
+    return [_json_safe(v, nonfinite_as_null) for v in x]
   if isinstance(x, (np.floating,)):
-    return _json_safe(float(x))
+    return _json_safe(float(x), nonfinite_as_null)
   if isinstance(x, (np.integer,)):
     return int(x)
   return x
@@ -263,6 +268,12 @@ def _task_sizes(task) -> tuple[int, int]:
   return task.classes, task.classes  # copy
 
 
+def _check_stable(exp: Experiment) -> None:
+  if exp.train.stable and not exp.model.is_recurrent:
+    raise ConfigError(
+        f"{exp.name}: stable=True needs a recurrent backbone, not {exp.model.backbone}")
+
+
 def build(exp: Experiment):
   """(task, model) for an experiment, sizes checked against the task."""
   task = tasks_lib.get_task(exp.task, **exp.options())
@@ -275,8 +286,7 @@ def build(exp: Experiment):
   if cfg.input_size != n_in or cfg.output_size != n_out:
     raise ConfigError(f"{exp.name}: model sizes {cfg.input_size} -> {cfg.output_size} do not "
                       f"match task {exp.task!r} ({n_in} -> {n_out})")
-  if exp.train.stable and not cfg.is_recurrent:
-    raise ConfigError(f"{exp.name}: stable=True needs a recurrent backbone, not {cfg.backbone}")
+  _check_stable(exp)
   try:
     return task, Model(cfg)
   except ValueError as e:  # a check that needs the task's sizes
@@ -439,10 +449,12 @@ def next_lr(rule: str, lr: float, t: TrainConfig, epoch: int, valid_losses: Sequ
     return lr if improved else lr / t.lr_decay
   if rule == "jsb":
     # TCN poly_music (and the authors' fork of it): if ep > 10 and vloss >
-    # max(vloss_list[-3:]): lr /= 10; word_cnn compares with the last 5.
-    prev = valid_losses[:-1]
+    # max(vloss_list[-3:]): lr /= 10; word_cnn compares with the last 5. A NaN
+    # loss counts as the worst (Python's max and > would ignore it by position).
+    losses = [math.inf if math.isnan(v) else v for v in valid_losses]
+    prev = losses[:-1]
     if (epoch > t.lr_decay_after and len(prev) >= 1
-        and valid_losses[-1] > max(prev[-t.lr_decay_window:])):
+        and losses[-1] > max(prev[-t.lr_decay_window:])):
       return lr / t.lr_decay
     return lr
   if rule == "step":
@@ -458,7 +470,7 @@ def _save_checkpoint(path: str, tree, meta: dict) -> None:
   leaves = jax.tree_util.tree_leaves(tree)
   blob = serialization.msgpack_serialize(
       {"leaves": {str(i): np.asarray(a) for i, a in enumerate(leaves)},
-       "meta": json.dumps(_json_safe(meta))})
+       "meta": json.dumps(_json_safe(meta, nonfinite_as_null=False))})
   write_atomic(path, blob)
 
 
@@ -529,6 +541,8 @@ class _Trainer:
     self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     self.progress = sys.stderr.isatty() if progress is None else progress
     exp0 = members[0].exp
+    for m in members[1:]:  # build() checks the first; stable is not in vmap_key
+      _check_stable(m.exp)
     self.exp = exp0
     self.t = exp0.train
     self.task, self.model = build(exp0)
@@ -853,7 +867,8 @@ class _Trainer:
     compiled_shapes = set()  # batch shapes whose train step has been compiled
     last_ckpt = time.monotonic()
 
-    for epoch in range(meta["epoch"], t.epochs):
+    last_epoch = meta["epoch"] if meta.get("stopped") else t.epochs
+    for epoch in range(meta["epoch"], last_epoch):
       if meta["step_in_epoch"] == 0:
         state = self._reset_carry(state)
         meta["epoch_loss"], meta["epoch_batches"] = [0.0] * self.m, 0
@@ -912,8 +927,9 @@ class _Trainer:
           if time.monotonic() - last_ckpt > t.checkpoint_seconds:
             meta["train_s"] += time.monotonic() - t0
             meta["train_units"] += units
-            t0, units = time.monotonic(), 0.0
             save()
+            # The save (device-to-host copy, serialisation, fsync) is not training.
+            t0, units = time.monotonic(), 0.0
             last_ckpt = time.monotonic()
         bar.update(1)
       self._sync(pending, meta)
@@ -922,7 +938,9 @@ class _Trainer:
       meta["train_units"] += units
       bar.close()
       steps_per_epoch = n
-      # Divergence.
+      # Divergence. A member that diverged in an earlier epoch is finished, as
+      # a separate run would be: no more history, epochs or lr decisions.
+      ended = [d is not None for d in meta["diverged_step"]]
       alive = np.atleast_1d(np.asarray(state["alive"]))
       first_bad = np.atleast_1d(np.asarray(state["first_bad"]))
       for i in range(self.m):
@@ -936,14 +954,18 @@ class _Trainer:
       test_now = self.evaluate(state["params"], "test") if t.test_every_epoch else None
       improved_any = []
       for i in range(self.m):
+        if ended[i]:
+          improved_any.append(False)
+          continue
         mean_loss = meta["epoch_loss"][i] / max(meta["epoch_batches"], 1)
         v = valid[i]
         if v is not None and alive[i]:
           oriented = -v if self.metric.higher_is_better else v
           meta["valid_hist"][i].append(oriented)
           best = meta["best_valid"][i]
-          improved = best is None or (math.isfinite(v) and
-                                      (v > best if self.metric.higher_is_better else v < best))
+          # A non-finite metric is never the best, not even the first one.
+          improved = math.isfinite(v) and (
+              best is None or (v > best if self.metric.higher_is_better else v < best))
           if improved:
             meta["best_valid"][i] = v
           meta["lr"][i] = next_lr(t.lr_schedule, meta["lr"][i], t, epoch + 1,
@@ -979,9 +1001,12 @@ class _Trainer:
           else meta["lr"][0])}
       self.log(self._epoch_line(epoch, meta, valid))
       meta["epoch"], meta["step_in_epoch"] = epoch + 1, 0
+      if not alive.any():
+        # Recorded so that a kill during _finish does not train another epoch on resume.
+        meta["stopped"] = True
       save()
       last_ckpt = time.monotonic()
-      if not alive.any():
+      if meta.get("stopped"):
         break
     return self._finish(state, best_params, meta, wall_before, start_wall)
 
@@ -1042,16 +1067,21 @@ class _Trainer:
           "sessions": meta["sessions"], "run_id": mem.run_id,
       }
       assert tuple(row) == RESULT_KEYS
-      write_atomic(os.path.join(self.out_dir, "curves", f"{mem.run_id}.json"), json.dumps(
-          _json_safe({"run_id": mem.run_id, "experiment": exp.name, "seed": mem.seed,
-                      "metric_name": self.metric.name, "lam": row["lam"],
-                      "certified_bound": cert, "history": meta["history"][i],
-                      "truncation": curves[i]}), indent=1))
-      if not any(r.get("run_id") == mem.run_id for r in read_results(self.out_dir)):
+      rows.append(row)
+    # Everything slow (test, truncation study, contraction) is done: the rows
+    # are written together, so a kill leaves all of a group's rows or none
+    # (a group resumed without some members would name a new checkpoint).
+    written = {r.get("run_id") for r in read_results(self.out_dir)}
+    for i, row in enumerate(rows):
+      write_atomic(os.path.join(self.out_dir, "curves", f"{row['run_id']}.json"), json.dumps(
+          _json_safe({"run_id": row["run_id"], "experiment": row["experiment"],
+                      "seed": row["seed"], "metric_name": self.metric.name, "lam": row["lam"],
+                      "certified_bound": row["certified_bound"],
+                      "history": meta["history"][i], "truncation": curves[i]}), indent=1))
+      if row["run_id"] not in written:
         append_result(self.out_dir, row)
-      rows.append(_json_safe(row))
     _remove_tree(self.ckpt_dir)
-    return rows
+    return [_json_safe(row) for row in rows]
 
 
 _CONTRACTION_FNS: dict = {}
