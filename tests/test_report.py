@@ -285,6 +285,61 @@ def test_lambda_frontier_plot(tmp_path):
                lam=lam, run_id=f"{lam}-{s}") for lam in (0.5, 0.9, 1.0) for s in range(2)]
   paths = report.make_plots(report.summarize(rows), str(tmp_path))
   assert [os.path.basename(p) for p in paths] == ["lambda_frontier.png"]
+  # Rows that no longer give the plot remove the stale file (a report links what it drew).
+  (tmp_path / "notes.txt").write_text("kept")
+  assert report.make_plots(report.summarize(rows[:2]), str(tmp_path)) == []
+  assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+def test_lambda_frontier_joins_only_groups_that_differ_in_lambda():
+  def cfg(lam, executor="scan", k=0):
+    return {"smoke": False, "task": "jsb",
+            "model": {"backbone": "rnn", "hidden_size": 256, "executor": executor, "k": k},
+            "train": {"lr": 0.01, "stable": True, "lam": lam, "epochs": 100}}
+  common = dict(metric="frame_nll", task="jsb", model="rnn", stable=True)
+  sweep = [_row(f"lam-jsb-rnn-{lam:g}", s, 9.0 + lam + s, lam=lam, config=cfg(lam),
+                run_id=f"lam{lam}-{s}", **common) for lam in (0.5, 0.9, 1.0) for s in range(2)]
+  # The Table 1 row at λ = 1 with the same settings, one seed: the same point, fewer seeds.
+  twin = _row("mh-jsb-rnn-stable", 0, 50.0, lam=1.0, config=cfg(1.0), run_id="mh-0", **common)
+  # Trained truncated at λ = 1: another configuration, one λ, so no line.
+  trunc = _row("trunc-train-jsb-rnn-stable-k4", 0, 70.0, lam=1.0, executor="truncated", k=4,
+               config=cfg(1.0, "truncated", 4), run_id="tt-0", **common)
+  (line,) = report.lambda_frontier(report.summarize(sweep + [twin, trunc]))
+  assert [p["lam"] for p in line["points"]] == [0.5, 0.9, 1.0]
+  assert [p["mean"] for p in line["points"]] == [pytest.approx(m) for m in (10.0, 10.4, 10.5)]
+  assert line["points"][-1]["experiment"] == "lam-jsb-rnn-1" and line["points"][-1]["n"] == 2
+  assert line["settings"] == ""
+  # The same sweep at another lr is a second line, and the titles say which is which.
+  other = [dict(r, run_id="lr-" + r["run_id"],
+                config={**r["config"], "train": {**r["config"]["train"], "lr": 0.1}})
+           for r in sweep]
+  lines = report.lambda_frontier(report.summarize(sweep + other))
+  assert [l["settings"] for l in lines] == ["train.lr=0.01", "train.lr=0.1"]
+
+
+def test_seeds_without_a_test_metric_make_a_no():
+  name = "mh-jsb-rnn-unstable"
+  rows = [_row(name, 0, 8.9, metric="frame_nll"), _row(name, 1, None, metric="frame_nll")]
+  (g,) = report.summarize(rows)
+  assert g.n == 1 and g.match == "no (1 of 2 seeds without a test metric)"
+
+
+def test_a_diverged_seed_does_not_set_the_bound_of_the_gap_plot():
+  rows = [_row("trunc-eval-jsb-rnn-stable", 0, 8.5, metric="nll"),
+          _row("trunc-eval-jsb-rnn-stable", 1, None, metric="nll", diverged=True,
+               certified_bound=40.0)]
+  (g,) = report.summarize(rows)
+  assert g.bound_max == pytest.approx(0.9)
+
+
+def test_trained_truncated_keeps_one_group_per_k():
+  rows = _trained_truncated_rows()
+  # A one-seed experiment with the k=1 configuration under another name.
+  twin = dict(next(r for r in rows if r["k"] == 1), experiment="another-name", run_id="tw-0",
+              test_metric=30.0)
+  (f,) = report.training_truncation(report.summarize(rows + [twin]))
+  assert [(p["k"], p["n"], p["experiment"]) for p in f["points"]] == [
+      (1, 2, "trunc-train-jsb-rnn-stable-k1"), (4, 2, "trunc-train-jsb-rnn-stable-k4")]
 
 
 def test_torn_last_line_is_skipped(tmp_path):

@@ -275,7 +275,11 @@ def _verdict(g: "Group", cfg: Mapping[str, Any], ref_flat: Optional[dict]) -> Op
     return NOT_COMPARED
   if g.diverged:
     # A reproduction that loses seeds to divergence is not one, whatever the others got.
-    return f"no ({g.diverged} of {g.diverged + g.n} seeds diverged)"
+    return f"no ({g.diverged} of {len(g.rows)} seeds diverged)"
+  missing = len(g.rows) - g.n
+  if missing:
+    # Nor one whose seeds end without a (finite) test number.
+    return f"no ({missing} of {len(g.rows)} seeds without a test metric)"
   return matches(g.mean, g.published, g.metric_name)
 
 
@@ -333,7 +337,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], published=None) -> list[Group]:
     wall, _ = mean_std([r["wall_s"] for r in rs if r.get("wall_s") is not None])
     contr, _ = mean_std([r["empirical_contraction"] for r in ok
                          if r.get("empirical_contraction") is not None])
-    bounds = [r["certified_bound"] for r in rs if r.get("certified_bound") is not None]
+    bounds = [r["certified_bound"] for r in ok if r.get("certified_bound") is not None]
     devs = []
     for r in rs:
       d = f"{r.get('device_kind') or '?'}" + (f" x{r['device_count']}"
@@ -514,7 +518,11 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
   out = []
   settings = _family_settings(list(families))
   for key, gs in families.items():
-    gs = sorted(gs, key=lambda g: g.k)
+    # One point per k: experiments sharing a configuration (e.g. a k=1 study
+    # row and the authors'-layout row it equals) would list the same seeds twice.
+    # Of several, the most seeds wins (later entries of the dict overwrite).
+    by_k = {g.k: g for g in sorted(gs, key=lambda g: (g.n, g.experiment))}
+    gs = sorted(by_k.values(), key=lambda g: g.k)
     ref = scans.get(key)
     out.append({
         "task": gs[0].task, "model": gs[0].model, "stable": gs[0].stable, "lam": gs[0].lam,
@@ -527,6 +535,46 @@ def training_truncation(groups: Sequence[Group]) -> list[dict]:
     })
   out.sort(key=lambda f: (f["task"] or "", f["model"] or "", f["stable"], f["lam"] or 0.0,
                           f["settings"]))
+  return out
+
+
+def _frontier_key(row: Mapping[str, Any]) -> str:
+  """A row's configuration without λ (what the λ sweep varies)."""
+  cfg = _group_config(row)
+  train = dict(cfg.get("train") or {})
+  train.pop("lam", None)
+  return json.dumps({**cfg, "train": train}, sort_keys=True)
+
+
+def lambda_frontier(groups: Sequence[Group]) -> list[dict]:
+  """The stability/performance frontier: stable groups' test metric vs λ.
+
+  Groups are lines only when their configurations agree apart from λ (a
+  truncated-trained or shorter run at λ = 1 is another line, not a point of
+  this one); of several groups at one λ the one with the most seeds is kept,
+  and a line needs two λ.
+
+  Returns:
+    one dict per line: ``task``, ``model``, ``metric_name``, ``settings``
+    (what tells it apart from other lines of the same task and model, as in
+    :func:`training_truncation`), ``points`` (``lam``, ``mean``, ``std``,
+    ``n``, ``experiment``), sorted by λ.
+  """
+  lines: dict = {}
+  for g in sorted(groups, key=lambda g: (g.n, g.experiment)):
+    if g.stable and g.lam is not None and g.mean is not None and g.rows:
+      lines.setdefault(_frontier_key(g.rows[0]), {})[g.lam] = g  # most seeds last
+  lines = {key: by_lam for key, by_lam in lines.items() if len(by_lam) >= 2}
+  settings = _family_settings(list(lines))
+  out = []
+  for key, by_lam in lines.items():
+    gs = sorted(by_lam.values(), key=lambda g: g.lam)
+    out.append({
+        "task": gs[0].task, "model": gs[0].model, "metric_name": gs[0].metric_name,
+        "settings": settings[key],
+        "points": [{"lam": g.lam, "mean": g.mean, "std": g.std, "n": g.n,
+                    "experiment": g.experiment} for g in gs]})
+  out.sort(key=lambda f: (f["task"] or "", f["model"] or "", f["settings"]))
   return out
 
 
@@ -881,11 +929,17 @@ def _by_task(items, task_of):
   return out
 
 
+#: Every plot :func:`make_plots` can draw (each only when the rows have its data).
+PLOT_NAMES = ("metric_vs_k.png", "gap_vs_k.png", "trained_truncated_vs_k.png",
+              "contraction_over_training.png", "lambda_frontier.png")
+
+
 def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
   """PNG plots from rows and curves; returns the paths written (none without matplotlib).
 
   ``metric_vs_k``, ``gap_vs_k`` and ``contraction_over_training`` have one
-  panel per task.
+  panel per task. A plot of :data:`PLOT_NAMES` that these rows no longer
+  give is removed from ``folder``, so that a report never shows a stale one.
   """
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
@@ -897,6 +951,7 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
   written = []
 
   def save(fig, name):
+    assert name in PLOT_NAMES, name
     path = os.path.join(folder, name)
     # "tight" grows the canvas to hold the legends drawn right of the axes.
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -961,7 +1016,8 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
   series = []
   for g in groups:
     per_epoch: dict = {}
-    for r in g.rows:
+    # A diverged seed's history stops early: averaged in, the mean would jump there.
+    for r in (r for r in g.rows if not r.get("diverged")):
       for h in (read_curves(r) or {}).get("history") or []:
         slot = per_epoch.setdefault(h["epoch"], ([], []))
         for j, key in enumerate(("empirical_contraction", "certified_bound")):
@@ -990,24 +1046,23 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
       ax.set_ylabel("contraction (mean over seeds)")
       _legend_right(ax)
     save(fig, "contraction_over_training.png")
-  # λ frontier: stable runs' test metric vs λ, per (task, model).
-  frontier: dict = {}
-  for g in groups:
-    if g.stable and g.lam is not None and g.mean is not None:
-      frontier.setdefault((g.task, g.model, g.metric_name, g.variant), []).append(
-          (g.lam, g.mean, g.std or 0.0))
-  frontier = {k: v for k, v in frontier.items() if len(v) >= 2}
+  frontier = lambda_frontier(groups)
   if frontier:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (task, model, metric, variant), pts in sorted(frontier.items()):
-      pts.sort()
-      ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                  marker="o", capsize=2,
-                  label=f"{task} {model}" + (f" [{variant}]" if variant else ""))
+    for line in frontier:
+      pts = line["points"]
+      ax.errorbar([p["lam"] for p in pts], [p["mean"] for p in pts],
+                  yerr=[p["std"] or 0.0 for p in pts], marker="o", capsize=2,
+                  label=f"{line['task']} {line['model']}"
+                  + (f" [{line['settings']}]" if line["settings"] else ""))
     ax.set_xlabel("λ")
     ax.set_ylabel("test metric (mean ± std)")
     _legend_right(ax)
     save(fig, "lambda_frontier.png")
+  for name in PLOT_NAMES:
+    path = os.path.join(folder, name)
+    if path not in written and os.path.exists(path):
+      os.remove(path)
   return written
 
 
@@ -1075,7 +1130,7 @@ def report_main(argv=None) -> int:
 
 
 __all__ = ["read_rows", "merge", "summarize", "matches", "mean_std", "fmt", "render_markdown",
-           "training_truncation", "paper_tables", "paper_table_markdown", "PAPER_TABLES", "PaperTable",
+           "training_truncation", "lambda_frontier", "paper_tables", "paper_table_markdown", "PAPER_TABLES", "PaperTable",
            "render_latex", "make_plots", "report_main", "Group", "ReportError"]
 
 
