@@ -262,6 +262,41 @@ def test_mh_poly_music_init(backbone):
     np.testing.assert_allclose(ys[..., 2:4], 1.0, atol=1e-6)
 
 
+def test_tcn_normal_head_init():
+  """locuslab/TCN's init_weights: head N(0, 0.01^2) (adding, copy); word_cnn's embedding too."""
+  kw = dict(backbone="tcn", hidden_size=64, levels=2, kernel_size=2, layers=1)
+  plain_cfg = dict(kw, input_kind="identity", input_size=3, output_size=400)
+  params = _model(**plain_cfg, init_scheme="tcn_normal_head").init(KEY)
+  ref = _model(**plain_cfg).init(KEY)
+  w = np.asarray(params["head"]["w"])
+  assert w.shape == (64, 400) and abs(w.std() - 0.01) < 0.0005 and abs(w.mean()) < 0.0005
+  # The bias keeps nn.Linear's default draw (adding_problem/model.py leaves it alone).
+  np.testing.assert_array_equal(params["head"]["b"], ref["head"]["b"])
+  for a, b in zip(jax.tree_util.tree_leaves(params["backbone"]),
+                  jax.tree_util.tree_leaves(ref["backbone"])):
+    np.testing.assert_array_equal(a, b)
+  # word_cnn: embedding N(0, 0.01^2), shared by the tied decoder, whose bias is zero.
+  tied = dict(kw, input_kind="embed", input_size=2000, output_size=2000, embed_size=64,
+              tie_weights=True)
+  p = _model(**tied, init_scheme="tcn_normal_head").init(KEY)
+  e = np.asarray(p["input"]["embedding"])
+  assert abs(e.std() - 0.01) < 0.0005 and set(p["head"]) == {"b"}
+  np.testing.assert_array_equal(p["head"]["b"], 0.0)
+  untied = _model(**dict(tied, tie_weights=False), init_scheme="tcn_normal_head").init(KEY)
+  assert abs(float(untied["head"]["w"].std()) - 0.01) < 0.0005
+  np.testing.assert_array_equal(untied["head"]["b"], 0.0)
+
+
+def test_tcn_rows_use_their_script_s_head_init():
+  from seqbench.experiments import EXPERIMENTS
+  scheme = {name: EXPERIMENTS[name].model.init_scheme
+            for name in EXPERIMENTS if name.startswith("tcn-") and name.endswith("-tcn")}
+  assert {n for n, s in scheme.items() if s == "tcn_normal_head"} == {
+      "tcn-adding-tcn", "tcn-copy-tcn", "tcn-ptb-word-tcn"}
+  assert all(EXPERIMENTS[n.replace("-tcn", "-lstm")].model.init_scheme == "pytorch"
+             for n in scheme)
+
+
 def test_init_scheme_is_checked():
   with pytest.raises(ValueError, match="unknown init_scheme"):
     _model(init_scheme="xavier")

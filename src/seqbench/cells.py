@@ -24,7 +24,11 @@ therefore the transpose ``W.T``: its induced infinity-norm is the largest
 **column** l1 sum of ``W``. ``seqbench.stability`` relies on this convention.
 
 Initialisations follow PyTorch (``U(-1/sqrt(H), 1/sqrt(H))``), the framework of
-the published Miller & Hardt (2019) and Bai et al. (2018) experiments.
+the published Miller & Hardt (2019) and Bai et al. (2018) experiments, with one
+difference: the RNN and LSTM keep one bias vector drawn from that uniform,
+where PyTorch adds two (``b_ih + b_hh``, a triangular distribution on
+``±2/sqrt(H)`` with twice the variance). Every committed run used this draw,
+so it stays; the GRU keeps PyTorch's two vectors, which it needs apart.
 """
 
 from __future__ import annotations

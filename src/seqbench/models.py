@@ -98,8 +98,15 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float
 #: fork: the head U(-0.1, 0.1) with zero bias, and the second quarter of each of
 #: PyTorch's two recurrent bias vectors filled with 10, which is +20 on
 #: ``bias[n/4:n/2]`` here -- the forget gate of an LSTM; a quarter of a tanh-RNN's
-#: units, which then sit saturated at 1).
-INIT_SCHEMES = ("pytorch", "mh_poly_music")
+#: units, which then sit saturated at 1);
+#: ``"tcn_normal_head"`` (``init_weights`` of locuslab/TCN's ``adding_problem``,
+#: ``copy_memory`` and ``word_cnn`` models: head weights N(0, 0.01^2); with an
+#: ``embed`` input the embedding too and a zero head bias, as ``word_cnn``,
+#: whose tied decoder shares the table. Its ``mnist_pixel``, ``poly_music``
+#: and ``char_cnn`` models keep the ``"pytorch"`` scheme's draws).
+INIT_SCHEMES = ("pytorch", "mh_poly_music", "tcn_normal_head")
+#: Standard deviation of the ``tcn_normal_head`` draws.
+_TCN_HEAD_STD = 0.01
 #: What ``mh_poly_music`` puts in each PyTorch bias vector's second quarter.
 _MH_POLY_MUSIC_BIAS = 10.0
 
@@ -309,7 +316,11 @@ class Model:
     c = self.config
     dt = c.jnp_dtype
     k_in, k_bb, k_head = jax.random.split(key, 3)
-    if c.input_kind == "embed":
+    normal_head = c.init_scheme == "tcn_normal_head"
+    if c.input_kind == "embed" and normal_head:
+      inp = {"embedding": _TCN_HEAD_STD * jax.random.normal(
+          k_in, (c.input_size, c.input_width), dt)}
+    elif c.input_kind == "embed":
       inp = {"embedding": jax.random.uniform(k_in, (c.input_size, c.input_width), dt, -0.1, 0.1)}
     elif c.input_kind == "linear":
       inp = _linear_init(k_in, c.input_size, c.input_width, dt)
@@ -331,6 +342,10 @@ class Model:
       width = c.backbone_width
     if c.tie_weights:
       head = {"b": jnp.zeros((c.output_size,), dt)}
+    elif normal_head:
+      head = _linear_init(k_head, width, c.output_size, dt, zero_bias=c.input_kind == "embed")
+      k_w, _ = jax.random.split(k_head)
+      head["w"] = _TCN_HEAD_STD * jax.random.normal(k_w, head["w"].shape, dt)
     elif c.input_kind == "embed" or c.init_scheme == "mh_poly_music":
       # pytorch/examples word LM and the authors' poly_music: decoder U(-0.1, 0.1), zero bias.
       head = _linear_init(k_head, width, c.output_size, dt, bound=0.1, zero_bias=True)

@@ -88,13 +88,18 @@ _PIXEL_MNIST = dict(
     cost_gpu="~15-30 min",
 )
 
+_NORMAL_HEAD_NOTE = (
+    "TCN head weights N(0, 0.01^2), as the script's model.py (init_scheme=tcn_normal_head, "
+    "registered 2026-11-29; rows before it used PyTorch's default head and show as "
+    "model.init_scheme=pytorch).")
+
 # Per task: input/head, TCN shape, recurrent hidden sizes (parameter-matched),
 # the training settings, costs.
 _TASKS = {
     "adding": dict(
         options={"length": 600},
         io=dict(input_kind="identity", input_size=2, output_size=1, readout="last"),
-        tcn=dict(hidden_size=24, levels=8, kernel_size=8),
+        tcn=dict(hidden_size=24, levels=8, kernel_size=8, init_scheme="tcn_normal_head"),
         rnn_hidden={"lstm": 130, "gru": 150, "rnn": 260},
         train=TrainConfig(optimizer="adam", lr=2e-3, clip=1.0, epochs=10, batch_size=32,
                           eval_batch_size=100),
@@ -102,12 +107,13 @@ _TASKS = {
                   "LSTM ~50 min (~295 s an epoch)"), cost_gpu="~5 min",
         notes=("Adam 2e-3 and clip 1 (the paper's defaults, anchors.md); epochs 10, batch 32, "
                "dropout 0 (adding_problem/add_test.py, read). That script's own lr is 4e-3 "
-               "with no clip: --set train.lr=4e-3 --set train.clip=0."),
+               "with no clip: --set train.lr=4e-3 --set train.clip=0. " + _NORMAL_HEAD_NOTE),
     ),
     "copy": dict(
         options={"delay": 1000},
         io=dict(input_kind="scalar", input_size=10, output_size=10),
-        tcn=dict(hidden_size=10, levels=8, kernel_size=8, dropout=0.05),
+        tcn=dict(hidden_size=10, levels=8, kernel_size=8, dropout=0.05,
+                 init_scheme="tcn_normal_head"),
         rnn_hidden={"lstm": 60, "gru": 70, "rnn": 120},
         train=TrainConfig(optimizer="rmsprop", lr=5e-4, clip=1.0, epochs=50, batch_size=32,
                           eval_batch_size=100),
@@ -117,7 +123,7 @@ _TASKS = {
                "10,000 training sequences (copy_memory/copymem_test.py). That script never "
                "zeroes its gradients (they accumulate over all steps) and defaults to "
                "dropout 0; seqbench zeroes them (--set train.zero_grad=false reproduces the "
-               "script) and uses Table 2's dropout 0.05."),
+               "script) and uses Table 2's dropout 0.05. " + _NORMAL_HEAD_NOTE),
     ),
     "smnist": dict(
         _PIXEL_MNIST,
@@ -158,7 +164,8 @@ _TASKS = {
         options={},
         io=dict(input_kind="embed", input_size=10000, output_size=10000, embed_size=600,
                 tie_weights=True),
-        tcn=dict(hidden_size=600, levels=4, kernel_size=3, dropout=0.45, embed_dropout=0.25),
+        tcn=dict(hidden_size=600, levels=4, kernel_size=3, dropout=0.45, embed_dropout=0.25,
+                 init_scheme="tcn_normal_head"),
         rnn_hidden={"lstm": 600, "gru": 600, "rnn": 600},
         rnn_extra=dict(layers=2, dropout=0.5),
         train=TrainConfig(optimizer="sgd", lr=4.0, clip=0.35, epochs=100, batch_size=16,
@@ -169,7 +176,8 @@ _TASKS = {
         cost_gpu="~20-40 min",
         notes=("TCN: seq_len 80 with the last 40 scored (context 41), SGD 4, clip 0.35, "
                "lr ÷2 after epoch 5 when valid is not below the max of the last 5 "
-               "(word_cnn/word_cnn_test.py; it ÷2 on >=, seqbench on >). RNNs: 2 layers of "
+               "(word_cnn/word_cnn_test.py; it ÷2 on >=, seqbench on >); embedding and tied "
+               "decoder N(0, 0.01^2), as its model.py (init_scheme=tcn_normal_head). RNNs: 2 layers of "
                "600, tied, dropout 0.5, the word-LM recipe (SGD 20 ÷4, clip 0.25, BPTT 35)."),
     ),
     "ptb-char": dict(
