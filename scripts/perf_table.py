@@ -58,6 +58,12 @@ def _precision_note(*rows) -> str:
       out = "float32"
     if out and out != r["dtype"]:
       notes.append(f"{r['model']} computed in {out}")
+    if (r["model"] == "torch nn.LSTM" and r["mode"] in ("forward", "stream")
+        and "torch_module_mode" not in r):
+      # Rows from before the inference rows put the module in eval mode: cuDNN
+      # ran its training forward (activations kept for a backward), so the
+      # baseline's time is an overestimate.
+      notes.append("torch nn.LSTM in training mode")
   return f" ({'; '.join(notes)})" if notes else ""
 
 

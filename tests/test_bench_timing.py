@@ -100,3 +100,22 @@ def test_torch_lstm_packing_admits_bf16_only_while_packing():
   assert set(dtypes) == before    # ...and the global set left as it was
   y, _ = model(torch.zeros(2, 3, 4, dtype=torch.bfloat16))
   assert y.dtype == torch.bfloat16
+
+
+def test_torch_inference_rows_run_the_lstm_in_eval_mode(monkeypatch):
+  """cuDNN's LSTM runs its training forward whenever the module is in training mode."""
+  torch = pytest.importorskip("torch")
+  from seqbench.bench import torch_baselines
+
+  seen = []
+  original = torch.nn.LSTM.forward
+
+  def spy(self, x, *args, **kwargs):
+    seen.append((self.training, x.shape[1], x.is_contiguous()))
+    return original(self, x, *args, **kwargs)
+
+  monkeypatch.setattr(torch.nn.LSTM, "forward", spy)
+  torch_baselines.lstm_rows(2, 5, 3, 4, "float32", n=1)
+  modes = {(training, steps, contiguous) for training, steps, contiguous in seen}
+  # train: training mode over 5 steps; forward: eval over 5; stream: eval, one contiguous step.
+  assert modes == {(True, 5, True), (False, 5, True), (False, 1, True)}

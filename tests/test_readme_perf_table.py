@@ -67,3 +67,14 @@ def test_precision_note_names_a_side_that_computed_in_another_dtype():
   assert perf_table._precision_note(ours, flax_old) == \
       " (flax OptimizedLSTMCell computed in float32)"
   assert perf_table._precision_note(mixed, flax_new) == " (seqbench LSTM computed in float32)"
+
+
+def test_torch_lstm_inference_rows_without_their_module_mode_are_marked():
+  perf_table = load_script("perf_table")
+  ours = {"model": "seqbench LSTM", "mode": "forward", "dtype": "float32"}
+  old = {"model": "torch nn.LSTM", "mode": "forward", "dtype": "float32"}
+  new = dict(old, torch_module_mode="eval")
+  assert perf_table._precision_note(ours, old) == " (torch nn.LSTM in training mode)"
+  assert perf_table._precision_note(ours, new) == ""
+  # Train rows always ran in training mode, as they should.
+  assert perf_table._precision_note(dict(ours, mode="train"), dict(old, mode="train")) == ""

@@ -11,9 +11,12 @@ modes with :func:`seqbench.bench.timing.time_compiled`:
   ``stream_step`` with cached past activations.
 
 Rows carry their ratio to the baseline of their family measured in the same
-run: recurrent rows vs ``torch.nn.LSTM`` (cuDNN on GPU) or, without torch,
-flax's ``OptimizedLSTMCell``; conv rows vs the PyTorch TCN of the same shape.
-``ratio > 1`` means faster than the baseline.
+run, at the same batch, length and width: recurrent rows vs ``torch.nn.LSTM``
+(cuDNN on GPU) or, without torch, flax's ``OptimizedLSTMCell``; conv rows vs
+the PyTorch TCN. ``ratio > 1`` means faster than the baseline. Only the LSTM
+and TCN rows compare the same architecture; the others' ratios (GRU, RNN,
+LRU vs the LSTM; WaveNet vs the TCN) say which model is faster at that size,
+and each row's ``baseline`` names what it was divided by.
 """
 
 from __future__ import annotations
@@ -331,12 +334,14 @@ def torch_rows(size: SuiteSize, dtype_name: str) -> Iterator[dict]:
     yield {**base, "model": "torch nn.LSTM", "family": "recurrent", "executor": "cuDNN" if
            "cuda" in str(tb.device()) else "aten", "mode": mode,
            "tokens_per_s": tokens / (t["median_ms"] / 1e3), **t,
+           "torch_module_mode": "train" if mode == "train" else "eval",
            **(train_optimizer if mode == "train" else {})}
   tcn = tb.tcn_rows(size.batch, size.time, size.input_size, size.hidden, size.tcn_levels,
                     size.tcn_kernel, dtype_name, size.n)
   for mode, t in tcn.items():
     yield {**base, "model": "torch TCN", "family": "conv", "executor": "Conv1d", "mode": mode,
            "tokens_per_s": size.batch * size.time / (t["median_ms"] / 1e3), **t,
+           "torch_module_mode": "eval" if mode == "forward" else "train",
            **(train_optimizer if mode == "train" else {})}
 
 
