@@ -638,6 +638,16 @@ def test_hub_layout_maps_to_the_same_pipeline(request, tmp_path, monkeypatch, na
   assert stats["source"].startswith("hub:") and stats["verified"] is None
 
 
+def test_hub_cache_key_follows_the_pipeline_version(monkeypatch):
+  # A pipeline change must not be served the old parse of hub data from the cache.
+  chunks = [b"a\0", b"b\0"]
+  key = storage.content_key(chunks)
+  assert key.startswith("hub-") and key == storage.content_key(iter(chunks))
+  assert key != storage.content_key([b"ab\0"])
+  monkeypatch.setattr(storage, "PIPELINE_VERSION", storage.PIPELINE_VERSION + "-next")
+  assert storage.content_key(chunks) != key
+
+
 def test_hub_is_off_when_offline_or_not_asked(monkeypatch, tmp_path):
   import datasets
   calls = []

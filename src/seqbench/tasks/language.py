@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import io
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping, Optional
@@ -237,11 +236,9 @@ def load_corpus(source: storage.Source, location: storage.Location) -> Corpus:
       return _build(lines, False, key, meta)
   elif location.hub_enabled():
     lines, hub_name = _hub_lines(source, location)
-    h = hashlib.sha256()
-    for split in SPLITS:
-      for line in lines[split]:
-        h.update(line.encode("utf-8") + b"\0")
-    key = "hub-" + h.hexdigest()[:16] + ("-chars" if chars else "")
+    key = storage.content_key(line.encode("utf-8") + b"\0"
+                              for split in SPLITS for line in lines[split])
+    key += "-chars" if chars else ""
 
     def build():
       meta = {"source": f"hub:{hub_name}", "sha256": {}, "verified": None}

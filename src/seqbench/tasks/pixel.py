@@ -172,11 +172,8 @@ def load_mnist(location: storage.Location):
       return _build(arrays, meta)
   elif location.hub_enabled():
     arrays = _hub_arrays(location)
-    h = hashlib.sha256()
-    for split in ("train", "test"):
-      h.update(arrays[split][0].tobytes())
-      h.update(arrays[split][1].tobytes())
-    key = "hub-" + h.hexdigest()[:16]
+    key = storage.content_key(arrays[split][i].tobytes()
+                              for split in ("train", "test") for i in (0, 1))
 
     def build():
       return _build(arrays, {"source": f"hub:{_HUB_MNIST}", "sha256": {}, "verified": None})

@@ -40,7 +40,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 #: Bump when the parsing/tokenisation changes, so old cache entries are unused.
 PIPELINE_VERSION = "1"
@@ -270,6 +270,14 @@ def files_key(paths: Mapping[str, Path], extra: str = "") -> str:
     except OSError as e:
       raise DataError(f"{paths[key]}: cannot read the file ({e.strerror or e}).") from None
   return h.hexdigest()[:20]
+
+
+def content_key(chunks: Iterable[bytes], extra: str = "") -> str:
+  """Cache key of data read from elsewhere (the hub): its bytes plus the pipeline."""
+  h = hashlib.sha256(f"v{PIPELINE_VERSION}|{extra}".encode())
+  for chunk in chunks:
+    h.update(chunk)
+  return "hub-" + h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------- cache
