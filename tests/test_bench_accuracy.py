@@ -24,12 +24,12 @@ def test_accuracy_table_shows_each_row_and_dashes_for_missing():
   rows = [
       {"label": "tanh-RNN scan (stable)", "seed": 0, "test_metric": 8.5, "valid_metric": 8.4,
        "test_metric_k4": 8.6, "test_metric_k16": 8.5, "tokens_per_s": 1234.4,
-       "certified_bound": 1.0, "empirical_contraction": 0.7},
+       "vmap_group_size": 2, "certified_bound": 1.0, "empirical_contraction": 0.7},
       {"label": "TCN", "seed": 0, "test_metric": 8.25, "valid_metric": None,
        "tokens_per_s": 999.0, "certified_bound": None, "empirical_contraction": None},
   ]
   lines = A.accuracy_table(rows).splitlines()
   assert len(lines) == 4
-  assert "| tanh-RNN scan (stable) | 0 | 8.500 | 8.400 | 8.600 / 8.500 | 1,234 | 1.000 | 0.700 |" \
+  assert "| tanh-RNN scan (stable) | 0 | 8.500 | 8.400 | 8.600 / 8.500 | 1,234 | 2 | 1.000 | 0.700 |" \
       == lines[2]
-  assert lines[3].startswith("| TCN | 0 | 8.250 | – | – / – | 999 |")
+  assert lines[3].startswith("| TCN | 0 | 8.250 | – | – / – | 999 | – |")

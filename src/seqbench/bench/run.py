@@ -418,8 +418,9 @@ def main(argv=None) -> int:
         "than the published experiments**, so compare the rows with each other, not with the "
         "papers (TCN paper, 8.1-8.9 after full training). Stable = projected after every update "
         "(λ = 1 as in the paper). `as truncated` = the trained model evaluated as its k-step "
-        "feed-forward version. tokens/s = training throughput of that run (vmapped pairs count "
-        "per model).",
+        "feed-forward version. tokens/s = training throughput of that run per model; models "
+        "trained together in one vmapped program share its clock, so tokens/s compares as a "
+        "speed only between rows with the same `models trained together`.",
         "",
         A.accuracy_table(accuracy_rows),
         "",
