@@ -1,18 +1,32 @@
 """Bai, Kolter & Koltun (2018), Table 1: TCN vs LSTM / GRU / RNN.
 
-Numbers and TCN settings from ``shared/docs/anchors.md`` §2 (paper Tables 1-2):
-adding T=600 (TCN k8 n8 h24), copy T=1000 (k8 n8 h10, dropout 0.05, clip 1,
-RMSprop 5e-4), (p)MNIST (k7 n8 h25), JSB (k3 n2 h150), Nottingham (k6 n4 h150),
-word PTB (k3 n4 h600, embedding 600, tied), char PTB (k3 n3 h450); default
-optimiser Adam 2e-3. Where Table 2 is silent (dropout, clip, batch, epochs,
-learning-rate rule) the defaults of the task's script in locuslab/TCN are used,
-read in each script (each config's notes say what it does).
+Numbers from ``shared/docs/anchors.md`` §2 (paper Table 1). TCN settings: the
+paper's Table 2 (read in a copy of the paper; anchors.md summarises only part
+of it) gives, per task, kernel k, levels n, hidden width, dropout and gradient
+clip: adding T=600 k8 n8 h24, dropout 0, no clip; (p)MNIST k7 n8 h25, dropout
+0, no clip; copy T=1000 k8 n8 h10, dropout 0.05, clip 1, RMSprop 5e-4; JSB k3
+n2 h150, dropout 0.5, clip 0.4; Nottingham k6 n4 h150, dropout 0.2, clip 0.4;
+word PTB k3 n4 h600, embedding 600 (tied), dropout 0.5, clip 0.4; char PTB k3
+n3 h450, embedding 100, dropout 0.1, clip 0.15. Rule: Table 2's values win;
+what it leaves out (optimiser and lr, epochs, batch, lr rule, embedding
+dropout, sequence lengths) comes from the task's script in locuslab/TCN, read
+in each script -- the paper's general "Adam 2e-3 unless otherwise noted" is
+overridden by the scripts' per-task choices, and each config's notes say where
+script and Table 2 differ. Rows registered before 2026-11-29 took dropout and
+clip from the scripts; they show as those overrides in reports. Table 2 says
+all weights start N(0, 0.01); seqbench's TCN does that for its convolutions
+(``convnets.TCN``), and the head follows each script's ``model.py``.
 
-The recurrent baselines were never released (TCN issue #18; the paper grid
-searched optimiser, lr, clip, dropout and forget bias). Ours match the TCN's
-parameter count (Table 1 "Size") with one layer, use the same optimiser as the
-TCN row, a forget bias of 1 for the LSTM, and are our choice -- expect to
-miss some published baselines.
+The recurrent baselines' code was never released (TCN issue #18; the paper
+grid searched optimiser, lr, clip, dropout and forget bias). The paper's Table
+3 does publish the LSTM's key settings (layers, hidden, dropout, clip, forget
+bias, partly the optimiser; e.g. smnist 1x130 RMSprop 1e-3 clip 1, JSB 2x200
+dropout 0.2 clip 1 bias 10, word PTB 3x700 dropout 0.4 clip 0.3 SGD 30), and
+says the GRU's were chosen alike with more units. The baselines here predate
+reading it: they match the TCN's parameter count (Table 1 "Size") with one
+layer, use the same optimiser as the TCN row and a forget bias of 1 for the
+LSTM -- our choice, not Table 3's; aligning the LSTM rows with Table 3 is
+open work.
 
 TCN rows use ``conv_impl="im2col"`` (fastest on GPU); on CPU
 ``--set conv_impl=lax_conv`` is faster (same numbers).
@@ -68,9 +82,11 @@ _NAMES = {"tcn": "TCN", "lstm": "LSTM", "gru": "GRU", "rnn": "tanh-RNN"}
 _MUSIC_TRAIN = TrainConfig(optimizer="adam", lr=1e-3, clip=0.0, loss_reduction="sum", epochs=100,
                            batch_size=1, eval_batch_size=16, lr_schedule="jsb", lr_decay=10.0,
                            lr_decay_after=10)
-_MUSIC_NOTES = ("NLL summed over frames as the objective; dropout 0.25, Adam 1e-3, 100 epochs, "
-                "batch 1, lr ÷10 when valid > max of the previous 3 after epoch 10, no clip "
-                "(poly_music/music_test.py: its clip 0.2 runs before backward and is a no-op).")
+_MUSIC_NOTES = ("NLL summed over frames as the objective; Adam 1e-3, 100 epochs, batch 1, lr "
+                "÷10 when valid > max of the previous 3 after epoch 10 (poly_music/"
+                "music_test.py). TCN: Table 2's dropout (JSB 0.5, Nottingham 0.2) and clip 0.4; "
+                "until 2026-11-29 the script's dropout 0.25 and no clip (its clip 0.2 runs "
+                "before backward, a no-op). The recurrent baselines keep no clip.")
 
 # (P)MNIST, mnist_pixel/pmnist_test.py: Adam 2e-3, 20 epochs, lr ÷10 after every
 # 10th epoch, clip -1 (none).
@@ -82,7 +98,8 @@ _MNIST_TRAIN = TrainConfig(optimizer="adam", lr=2e-3, clip=0.0, epochs=20, batch
 _PIXEL_MNIST = dict(
     options={},
     io=dict(input_kind="identity", input_size=1, output_size=10, readout="last"),
-    tcn=dict(hidden_size=25, levels=8, kernel_size=7, dropout=0.05),
+    # Table 2: dropout 0 (the script's default is 0.05).
+    tcn=dict(hidden_size=25, levels=8, kernel_size=7, dropout=0.0),
     rnn_hidden={"lstm": 130, "gru": 150, "rnn": 260},
     train=_MNIST_TRAIN,
     cost_gpu="~15-30 min",
@@ -103,11 +120,14 @@ _TASKS = {
         rnn_hidden={"lstm": 130, "gru": 150, "rnn": 260},
         train=TrainConfig(optimizer="adam", lr=2e-3, clip=1.0, epochs=10, batch_size=32,
                           eval_batch_size=100),
+        # Table 2: no clip; add_test.py: Adam 4e-3 (and no clip).
+        tcn_train=dict(lr=4e-3, clip=0.0),
         cost_cpu=("one seed alone (measured): TCN 2,639 s, GRU 2,591 s, tanh-RNN 2,030 s, "
                   "LSTM ~50 min (~295 s an epoch)"), cost_gpu="~5 min",
-        notes=("Adam 2e-3 and clip 1 (the paper's defaults, anchors.md); epochs 10, batch 32, "
-               "dropout 0 (adding_problem/add_test.py, read). That script's own lr is 4e-3 "
-               "with no clip: --set train.lr=4e-3 --set train.clip=0. " + _NORMAL_HEAD_NOTE),
+        notes=("TCN: Adam 4e-3, no clip, dropout 0, epochs 10, batch 32 (Table 2 and "
+               "adding_problem/add_test.py, read; before 2026-11-29 the row ran the paper's "
+               "generic Adam 2e-3 with clip 1). The recurrent baselines keep Adam 2e-3, "
+               "clip 1. " + _NORMAL_HEAD_NOTE),
     ),
     "copy": dict(
         options={"delay": 1000},
@@ -127,8 +147,9 @@ _TASKS = {
     ),
     "smnist": dict(
         _PIXEL_MNIST,
-        notes=("Adam 2e-3, 20 epochs, lr ÷10 after epoch 10, no clip, batch 64, dropout "
-               "0.05 (mnist_pixel/pmnist_test.py defaults). That script trains on all 60,000 "
+        notes=("Adam 2e-3, 20 epochs, lr ÷10 after epoch 10, no clip, batch 64 "
+               "(mnist_pixel/pmnist_test.py defaults); TCN dropout 0 (Table 2; the script's "
+               "default is 0.05, registered until 2026-11-29). That script trains on all 60,000 "
                "images and prints test accuracy after each epoch; seqbench holds out 5,000 for "
                "validation and tests the best-valid model (the last-3-epoch mean is logged too)."),
     ),
@@ -139,7 +160,8 @@ _TASKS = {
     "jsb": dict(
         options={},
         io=dict(input_kind="identity", input_size=88, output_size=88),
-        tcn=dict(hidden_size=150, levels=2, kernel_size=3, dropout=0.25),
+        tcn=dict(hidden_size=150, levels=2, kernel_size=3, dropout=0.5),
+        tcn_train=dict(clip=0.4),
         rnn_hidden={"lstm": 230, "gru": 265, "rnn": 460},
         train=_MUSIC_TRAIN,
         cost_cpu=("TCN ~6 min for 3 seeds vmapped (measured: 374 s); RNN/GRU/LSTM 75-112 s "
@@ -149,7 +171,8 @@ _TASKS = {
     "nottingham": dict(
         options={},
         io=dict(input_kind="identity", input_size=88, output_size=88),
-        tcn=dict(hidden_size=150, levels=4, kernel_size=6, dropout=0.25),
+        tcn=dict(hidden_size=150, levels=4, kernel_size=6, dropout=0.2),
+        tcn_train=dict(clip=0.4),
         rnn_hidden={"lstm": 450, "gru": 530, "rnn": 950},
         train=_MUSIC_TRAIN,
         # TCN measured in benchmarks/results/cpu/repro on the 2-core CPU, where
@@ -164,17 +187,20 @@ _TASKS = {
         options={},
         io=dict(input_kind="embed", input_size=10000, output_size=10000, embed_size=600,
                 tie_weights=True),
-        tcn=dict(hidden_size=600, levels=4, kernel_size=3, dropout=0.45, embed_dropout=0.25,
+        # Table 2's word-LM dropout cell reads "0.5 / 0.4" over PTB, Wiki-103 and
+        # LAMBADA: 0.5 is taken for PTB (the script's default is 0.45).
+        tcn=dict(hidden_size=600, levels=4, kernel_size=3, dropout=0.5, embed_dropout=0.25,
                  init_scheme="tcn_normal_head"),
         rnn_hidden={"lstm": 600, "gru": 600, "rnn": 600},
         rnn_extra=dict(layers=2, dropout=0.5),
-        train=TrainConfig(optimizer="sgd", lr=4.0, clip=0.35, epochs=100, batch_size=16,
+        train=TrainConfig(optimizer="sgd", lr=4.0, clip=0.4, epochs=100, batch_size=16,
                           eval_batch_size=10, bptt=40, context=41, lr_schedule="jsb",
                           lr_decay=2.0, lr_decay_after=5, lr_decay_window=5),
         rnn_train=dict(lr=20.0, clip=0.25, epochs=40, batch_size=20, bptt=35, context=None,
                        lr_schedule="plateau", lr_decay=4.0),
         cost_gpu="~20-40 min",
-        notes=("TCN: seq_len 80 with the last 40 scored (context 41), SGD 4, clip 0.35, "
+        notes=("TCN: dropout 0.5 and clip 0.4 (Table 2; word_cnn_test.py: 0.45 and 0.35), "
+               "seq_len 80 with the last 40 scored (context 41), SGD 4, "
                "lr ÷2 after epoch 5 when valid is not below the max of the last 5 "
                "(word_cnn/word_cnn_test.py; it ÷2 on >=, seqbench on >); embedding and tied "
                "decoder N(0, 0.01^2), as its model.py (init_scheme=tcn_normal_head). RNNs: 2 layers of "
@@ -211,6 +237,7 @@ def experiment(task: str, backbone: str) -> Experiment:
   io = dict(spec["io"])
   train = spec["train"]
   if backbone == "tcn":
+    train = dataclasses.replace(train, **spec.get("tcn_train", {}))
     tcn = dict(spec["tcn"])
     if io.get("input_kind") == "embed" and io.get("tie_weights"):
       tcn["hidden_size"] = io["embed_size"]
