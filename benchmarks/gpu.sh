@@ -59,12 +59,19 @@ OUT=${1:?usage: gpu.sh OUT_DIR}
 START=$(date +%s)
 DEADLINE_S=${DEADLINE_S:-540}
 STEPS=${STEPS:-f32 svt tcn bf16}
-# Results go to a work folder and are packed into one archive on exit (the
-# device tool returns at most 8 files), also when a step times out.
+# Results go to a work folder and are packed into one archive (the device tool
+# returns at most 8 files) after every step and on exit: a SIGKILL from the
+# tool's own limit runs no trap, and then the last step's pack is what returns.
 WORK=$(mktemp -d)
-trap 'tar czf "$OUT/gpu_results.tgz" --exclude=checkpoints -C "$WORK" . ; cp "$WORK"/*.log "$OUT"/ 2>/dev/null' EXIT
-trap 'exit 143' TERM INT
 mkdir -p "$OUT"
+pack() {
+  tar czf "$OUT/gpu_results.tgz.tmp" --exclude=checkpoints -C "$WORK" . \
+    && mv "$OUT/gpu_results.tgz.tmp" "$OUT/gpu_results.tgz"
+  cp "$WORK"/*.log "$OUT"/ 2>/dev/null
+  return 0
+}
+trap pack EXIT
+trap 'exit 143' TERM INT
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 . benchmarks/carried_wheels.sh
@@ -87,6 +94,7 @@ $PY -c "import jax, flax, optax, torch; print(jax.__version__, jax.devices(), fl
 log "equality checks on the device (executors and conv forms vs reference paths)"
 timeout --foreground -k 20 "$(limit 90)" $PY benchmarks/gpu_checks.py 2>&1 | tee "$WORK/gpu_checks.log"
 [ "${PIPESTATUS[0]}" = 0 ] || { echo "equality checks failed"; exit 1; }
+pack
 
 # The suites' caps: on an H200 (05d8e37) f32 was still in its T-scaling rows
 # at 200 s and bf16 in its last throughput row at 100 s, so neither reached
@@ -205,5 +213,6 @@ for s in $STEPS; do
   if (( $(date +%s) - START >= DEADLINE_S - 5 )); then log "deadline reached, skipping $s"; continue; fi
   log "step $s"
   "step_$s"
+  pack
 done
 log "done"

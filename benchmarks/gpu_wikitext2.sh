@@ -34,7 +34,12 @@
 # stable LSTM, seed 0) the program holds the other two, the next run to make.
 # On one H200 (b9f166d) a single LSTM took 525 s for 40 epochs (~3.3 ms a
 # step) and the 6-model program stepped in ~5.9 ms, so 2-3 models should take
-# ~8-10 min. The RNN group of 6 (~19 min) does not fit
+# ~8-10 min: more than one call's 600 s, so call 2's FULL_SECONDS should be the
+# epochs call 1 left (its "SIGTERM in epoch N" line) times the epoch time its log
+# shows, plus ~60 s for start-up and compiling. Call 2 must follow on the same
+# warm machine (it stays ~30 s): RESUME_ONLY=1 makes a call that finds no
+# checkpoint of call 1 skip training instead of starting the pair again from
+# epoch 0 (a fresh machine has no .gpu_work/). The RNN group of 6 (~19 min) does not fit
 # one session. SEEDS=2 later adds seed 1 (the sweep skips the runs it has rows
 # for); rows of later sessions append to the same results, which the report merges.
 set -uo pipefail
@@ -46,7 +51,12 @@ cd "$(dirname "$0")/.."
 # exit (the device tool returns few files), also when a step times out.
 WORK=${WORK:-$PWD/.gpu_work/wikitext2}
 mkdir -p "$WORK"
-trap 'tar czf "$OUT/wikitext2_results.tgz" --exclude=checkpoints -C "$WORK" .' EXIT
+pack() {
+  tar czf "$OUT/wikitext2_results.tgz.tmp" --exclude=checkpoints -C "$WORK" . \
+    && mv "$OUT/wikitext2_results.tgz.tmp" "$OUT/wikitext2_results.tgz"
+  return 0
+}
+trap pack EXIT
 trap 'exit 143' TERM INT
 PY=${PYTHON:-python3}
 if [ -n "${DONE_FROM:-}" ] && [ ! -e "$WORK/wikitext2/results.jsonl" ]; then
@@ -73,6 +83,10 @@ if [ "$CAP_STEPS" != 0 ]; then
 fi
 
 if [ "${FULL_SECONDS:-420}" = 0 ]; then log "FULL_SECONDS=0: no full sweep"; exit 0; fi
+if [ "${RESUME_ONLY:-0}" = 1 ] && ! ls "$WORK"/wikitext2/checkpoints/*/state.msgpack >/dev/null 2>&1; then
+  log "RESUME_ONLY=1 and no checkpoint in $WORK/wikitext2 (a fresh machine?): no full sweep"
+  exit 0
+fi
 log "full sweep, at most ${FULL_SECONDS:-420} s (resumable: rerun to continue)"
 # --foreground: SIGTERM goes to the sweep alone, which checkpoints; signalling
 # its whole process group also killed a compiler JAX had started (`ptxas exited
@@ -81,5 +95,6 @@ log "full sweep, at most ${FULL_SECONDS:-420} s (resumable: rerun to continue)"
 # there 60 s later.
 timeout --foreground -k 60 "${FULL_SECONDS:-420}" $PY -m seqbench sweep "${PATTERNS[@]}" --seeds "${SEEDS:-3}" --vmap \
   --out "$WORK/wikitext2" 2>&1 | tail -n 30
+pack  # before the report: rows and curves come back even if the tool's limit cuts it
 $PY -m seqbench report "$WORK/wikitext2" --plots --out "$WORK/wikitext2/report" 2>&1 | tail -n 20
 log "done"
