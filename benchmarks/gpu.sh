@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One GPU session's worth of measurements, written to one folder.
 #
-#   SEQBENCH_GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu.sh OUT_DIR
+#   SEQBENCH_GIT_SHA=$(git rev-parse HEAD) SEQBENCH_GIT_DIRTY=0 bash benchmarks/gpu.sh OUT_DIR
 #   STEPS="svt wikitext2 bf16" DEADLINE_S=480 SEQBENCH_GIT_SHA=... bash benchmarks/gpu.sh OUT_DIR
 #
-# (the SHA is passed in because the copy of the tree on a remote GPU machine
+# (the SHA, and 0/1 for uncommitted code, are passed in because the copy of the tree on a remote GPU machine
 # has no .git; every row records it.)
 #
 # Installs nothing from outside: it needs jax (with the CUDA plugin), flax,

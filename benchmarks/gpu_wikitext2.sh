@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Miller & Hardt Table 1 on Wikitext-2 -- 4 rows x 3 seeds -- on one GPU.
 #
-#   SEQBENCH_GIT_SHA=$(git rev-parse HEAD) bash benchmarks/gpu_wikitext2.sh OUT_DIR
+#   SEQBENCH_GIT_SHA=$(git rev-parse HEAD) SEQBENCH_GIT_DIRTY=0 bash benchmarks/gpu_wikitext2.sh OUT_DIR
 #
 # `sweep --vmap` trains the 12 runs as two programs (RNN stable+unstable x 3
 # seeds, LSTM likewise). Step 1 is a capped sweep (1 epoch x 200 steps) whose

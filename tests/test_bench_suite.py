@@ -169,6 +169,18 @@ def test_output_directory_that_cannot_be_made_is_a_usage_error(capsys, tmp_path)
   assert e.value.code == 2 and "cannot create output directory" in capsys.readouterr().err
 
 
+def test_device_the_host_lacks_is_a_usage_error(tmp_path):
+  if jax.default_backend() != "cpu":
+    pytest.skip("this host has an accelerator")
+  out = tmp_path / "never"
+  proc = subprocess.run([sys.executable, "-m", "seqbench", "bench", "--suite", "tiny",
+                         "--device", "gpu", "--out", str(out)],
+                        capture_output=True, text=True, check=False)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "no usable backend for --device gpu" in proc.stderr
+  assert "Traceback" not in proc.stderr and not out.exists()
+
+
 def test_make_output_dir_creates_nested_folders_and_names_the_bad_one(tmp_path, monkeypatch):
   P.make_output_dir(str(tmp_path / "x" / "y"))
   assert (tmp_path / "x" / "y").is_dir()
@@ -519,6 +531,9 @@ def test_launcher_git_sha_wins_over_the_copy_s_own_git(monkeypatch):
     assert fresh() == {"git_sha": "0" * 40, "git_dirty": True}
     monkeypatch.setenv("SEQBENCH_GIT_DIRTY", "0")
     assert fresh()["git_dirty"] is False
+    # Not passed: unknown, not clean.
+    monkeypatch.delenv("SEQBENCH_GIT_DIRTY")
+    assert fresh()["git_dirty"] is None
   finally:
     monkeypatch.undo()
     P.git_state.cache_clear()
@@ -530,6 +545,12 @@ def test_launcher_git_sha_wins_over_the_copy_s_own_git(monkeypatch):
     ("?? benchmarks/new_script.py", True),          # the code behind a result, not committed
     ("?? benchmarks/results/x/results.jsonl\n?? benchmarks/results/x/report.md", False),
     ("?? out/plots/a.png\n?? scripts/run.sh", True),
+    # A sweep appending to committed results and its log changes no code...
+    (" M benchmarks/results/cpu/repro/sweep.log\n M benchmarks/results/cpu/repro/results.jsonl",
+     False),
+    # ...but code next to them, or a tracked file renamed into code, does.
+    (" M benchmarks/results/cpu/repro/sweep.log\n M src/seqbench/cells.py", True),
+    ("R  old.txt -> benchmarks/tool.py", True),
 ])
 def test_dirty_counts_uncommitted_code_not_new_results(status, dirty):
   assert P.dirty_from_status(status) is dirty

@@ -55,3 +55,22 @@ def test_installed_jaxlib_accepts_the_flag(tmp_path):
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert proc.stdout.strip() == "3.0"
+
+
+def test_enable_makes_the_directory_and_skips_one_it_cannot_write(tmp_path):
+  env = {"SEQBENCH_AUTOTUNE_CACHE": str(tmp_path / "new" / "atc")}
+  assert C.enable(env) == str(tmp_path / "new" / "atc")
+  assert (tmp_path / "new" / "atc").is_dir() and FLAG in env["XLA_FLAGS"]
+  blocker = tmp_path / "file"
+  blocker.write_text("x")  # a file where the directory would go
+  env = {"SEQBENCH_AUTOTUNE_CACHE": str(blocker / "atc")}
+  assert C.enable(env) is None and "XLA_FLAGS" not in env
+
+
+def test_a_quote_in_xla_flags_does_not_break_the_command(tmp_path):
+  flags = f"--xla_dump_to={tmp_path}/it's"
+  assert C.flag_dir(flags) is None
+  assert C.flag_dir(f"{flags} {FLAG}=/c") == "/c"
+  out = subprocess.run([sys.executable, "-m", "seqbench", "list"], capture_output=True,
+                       text=True, env={**os.environ, "XLA_FLAGS": flags}, check=False)
+  assert out.returncode == 0 and "Traceback" not in out.stderr

@@ -413,6 +413,31 @@ def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
   assert "estimated hours" in md and "tcn-adding-rnn seed 0 (run r0, git abc)" in md
 
 
+def test_full_run_estimate_leaves_out_rows_measured_with_other_settings(tmp_path):
+  # A rate measured on another model says nothing about the registered one.
+  estimate_full_run = load_script("estimate_full_run")
+  from seqbench.experiments import get_experiment  # pylint: disable=g-import-not-at-top
+  exp = get_experiment("tcn-adding-rnn")
+  cfg = exp.resolved_dict()
+
+  def row(seed, hidden):
+    return {"experiment": exp.name, "seed": seed, "run_id": f"r{seed}", "steps": 5,
+            "tokens_per_s": 1000.0, "device_kind": "cpu", "git_sha": "abc",
+            "config": {"model": {**cfg["model"], "hidden_size": hidden},
+                       "train": {**cfg["train"], "epochs": 1, "max_steps_per_epoch": 5},
+                       "vmap_group_size": 1}}
+
+  rows = [row(0, exp.model.hidden_size), row(1, exp.model.hidden_size + 1)]
+  (g,) = estimate_full_run.estimate(rows)
+  assert g["runs"] == 1
+  stale = estimate_full_run.stale_rows(rows)
+  assert [(r["seed"], d) for r, d in stale] == [(1, ["model.hidden_size"])]
+  md = estimate_full_run.render([g], str(tmp_path), (), stale)
+  assert "registered with other settings since" in md and "(model.hidden_size)" in md
+  with pytest.raises(SystemExit, match="registered settings"):
+    estimate_full_run.estimate(rows[1:])
+
+
 def test_compare_bench_flags_rows_slower_in_every_new_run(tmp_path):
   compare_bench = load_script("compare_bench")
 

@@ -36,7 +36,11 @@ def default_dir(environ: Mapping[str, str]) -> str:
 
 def flag_dir(xla_flags: str) -> Optional[str]:
   """The autotune cache directory that ``xla_flags`` names, or None."""
-  for token in shlex.split(xla_flags or ""):
+  try:
+    tokens = shlex.split(xla_flags or "")
+  except ValueError:  # an unbalanced quote: XLA itself splits on whitespace
+    tokens = (xla_flags or "").split()
+  for token in tokens:
     if token.startswith(AUTOTUNE_FLAG + "="):
       return token.split("=", 1)[1]
   return None
@@ -71,8 +75,17 @@ def enable(environ: MutableMapping[str, str] = os.environ) -> Optional[str]:
   flags = with_autotune_cache(environ)
   if flags is None:
     return flag_dir(environ.get("XLA_FLAGS", ""))
+  path = flag_dir(flags)
+  # XLA wants the directory to exist, and a failed cache write can fail the
+  # compile: without a writable directory there is no cache.
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError:
+    return None
+  if not os.access(path, os.W_OK | os.X_OK):
+    return None
   environ["XLA_FLAGS"] = flags
-  return flag_dir(flags)
+  return path
 
 
 def state(xla_flags: str) -> Optional[dict]:

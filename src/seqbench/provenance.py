@@ -45,12 +45,14 @@ def git_state() -> dict:
   A copy of the tree on a remote benchmark machine cannot be trusted to ask
   git (it may have no ``.git``, or a stale one: an H200 copy of commit
   ``f42cf1e`` reported ``ee73409``, dirty); the launcher then passes
-  ``SEQBENCH_GIT_SHA`` (and optionally ``SEQBENCH_GIT_DIRTY=1``) from the
-  checkout it copied, and that wins over what git says.
+  ``SEQBENCH_GIT_SHA`` (and ``SEQBENCH_GIT_DIRTY=0`` or ``1``) from the
+  checkout it copied, and that wins over what git says. Without
+  ``SEQBENCH_GIT_DIRTY`` the dirty flag is unknown (None), not "clean".
   """
   if os.environ.get("SEQBENCH_GIT_SHA"):
+    dirty = os.environ.get("SEQBENCH_GIT_DIRTY")
     return {"git_sha": os.environ["SEQBENCH_GIT_SHA"],
-            "git_dirty": os.environ.get("SEQBENCH_GIT_DIRTY") == "1"}
+            "git_dirty": None if dirty is None else dirty.strip() == "1"}
   sha = _git("rev-parse", "HEAD")
   status = _git("status", "--porcelain", "--untracked-files=all")
   return {"git_sha": sha, "git_dirty": None if status is None else dirty_from_status(status)}
@@ -63,18 +65,27 @@ CODE_SUFFIXES = (".py", ".sh", ".cfg", ".toml", "Makefile")
 def dirty_from_status(porcelain: str) -> bool:
   """Whether ``git status --porcelain --untracked-files=all`` shows code outside the commit.
 
-  A changed tracked file counts, and so does an untracked code file (a new
-  benchmark script that produced the results). Untracked results, logs and
-  plots do not: a sweep writing into a new folder is not a dirty tree.
+  A changed tracked file counts, except under :data:`RESULTS_DIR` (a
+  sweep appending to a committed ``results.jsonl`` or log changes no code),
+  and so does an untracked code file (a new benchmark script that produced
+  the results). Untracked results, logs and plots do not: a sweep writing
+  into a new folder is not a dirty tree.
   """
   for line in porcelain.splitlines():
     if not line.strip():
       continue
+    # "XY path", or "XY old -> new" for a rename: the path now in the tree.
+    path = line[3:].split(" -> ")[-1].strip().strip('"')
     if not line.startswith("??"):
-      return True
-    if line[3:].strip().strip('"').endswith(CODE_SUFFIXES):
+      if not path.startswith(RESULTS_DIR):
+        return True
+    elif path.endswith(CODE_SUFFIXES):
       return True
   return False
+
+
+#: Committed results and their logs: tracked, and changed by the runs themselves.
+RESULTS_DIR = "benchmarks/results/"
 
 
 def run_metadata(dtype: str = "float32") -> dict:

@@ -241,6 +241,11 @@ def main(argv=None) -> int:
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
   if args.distributed:
     jax.distributed.initialize()  # cluster auto-detected (TPU VM, SLURM, ...)
+  try:
+    jax.devices()  # the first device query starts the backends
+  except RuntimeError as e:  # e.g. --device gpu on a machine without one
+    parser.error(f"no usable backend{f' for --device {args.device}' if args.device else ''}: "
+                 f"{str(e).splitlines()[0]}")
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from seqbench.bench import suite as S  # pylint: disable=g-import-not-at-top
