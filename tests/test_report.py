@@ -223,7 +223,7 @@ def test_plot_legends_tell_variants_of_one_experiment_apart(tmp_path, monkeypatc
   save = Figure.savefig
 
   def spy(fig, path, *args, **kwargs):
-    legends[os.path.basename(path)] = [t.get_text() for ax in fig.axes if ax.get_legend()
+    legends[os.path.basename(path).removesuffix(".tmp.png")] = [t.get_text() for ax in fig.axes if ax.get_legend()
                                        for t in ax.get_legend().get_texts()]
     return save(fig, path, *args, **kwargs)
 
@@ -255,7 +255,7 @@ def test_plots_give_each_task_its_own_panel_and_legend(tmp_path, monkeypatch):
   def spy(fig, path, *args, **kwargs):
     out = save(fig, path, *args, **kwargs)
     renderer = fig.canvas.get_renderer()
-    panels[os.path.basename(path)] = [
+    panels[os.path.basename(path).removesuffix(".tmp.png")] = [
         (ax.get_title(loc="left"), ax.get_ylabel(),
          [t.get_text() for t in ax.get_legend().get_texts()],
          ax.get_legend().get_window_extent(renderer).x0 > ax.get_window_extent(renderer).x1)
@@ -340,6 +340,13 @@ def test_trained_truncated_keeps_one_group_per_k():
   (f,) = report.training_truncation(report.summarize(rows + [twin]))
   assert [(p["k"], p["n"], p["experiment"]) for p in f["points"]] == [
       (1, 2, "trunc-train-jsb-rnn-stable-k1"), (4, 2, "trunc-train-jsb-rnn-stable-k4")]
+
+
+def test_lines_that_are_not_result_rows_are_skipped_with_a_warning(tmp_path, capsys):
+  _write(tmp_path, [_row("mh-jsb-rnn-stable", 0, 9.0, metric="frame_nll"), {}, {"seed": 1}])
+  rows = report.read_rows(str(tmp_path))
+  assert [r["experiment"] for r in rows] == ["mh-jsb-rnn-stable"]
+  assert "2 line(s) without an experiment skipped" in capsys.readouterr().err
 
 
 def test_torn_last_line_is_skipped(tmp_path):

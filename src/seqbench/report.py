@@ -64,11 +64,16 @@ class ReportError(ValueError):
 
 
 def read_rows(path: str) -> list[dict]:
-  """Complete rows of ``path/results.jsonl`` (or of the file ``path``); a torn line is skipped."""
+  """Complete rows of ``path/results.jsonl`` (or of the file ``path``).
+
+  A torn line is skipped (a run killed while appending). So is a line that is
+  not a result row (no ``experiment``), with a warning: it would otherwise
+  become a table row named ``None``.
+  """
   file = path if os.path.isfile(path) else os.path.join(path, RESULTS_FILE)
   if not os.path.exists(file):
     raise ReportError(f"no {RESULTS_FILE} in {path!r}")
-  rows = []
+  rows, foreign = [], 0
   with open(file, "rb") as f:
     for line in f:
       if not line.endswith(b"\n"):
@@ -77,8 +82,13 @@ def read_rows(path: str) -> list[dict]:
         row = json.loads(line)
       except ValueError:
         continue
-      if isinstance(row, dict):
+      if isinstance(row, dict) and row.get("experiment"):
         rows.append(row)
+      elif line.strip():
+        foreign += 1
+  if foreign:
+    print(f"seqbench report: {file}: {foreign} line(s) without an experiment skipped",
+          file=sys.stderr)
   return rows
 
 
@@ -953,8 +963,11 @@ def make_plots(groups: Sequence[Group], folder: str) -> list[str]:
   def save(fig, name):
     assert name in PLOT_NAMES, name
     path = os.path.join(folder, name)
-    # "tight" grows the canvas to hold the legends drawn right of the axes.
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    # "tight" grows the canvas to hold the legends drawn right of the axes;
+    # written beside and renamed, so a killed report leaves no half a PNG.
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
     plt.close(fig)
     written.append(path)
 
