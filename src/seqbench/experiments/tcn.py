@@ -143,6 +143,9 @@ LSTM_TABLE3 = {
                  "(Adam 2e-3 kept)"),
 }
 
+#: Tasks whose cost string has the Table 3 LSTM's measured time.
+_LSTM_TABLE3_TIMED = {"jsb"}
+
 # Per task: input/head, TCN shape, recurrent hidden sizes (parameter-matched),
 # the training settings, costs.
 _TASKS = {
@@ -196,8 +199,9 @@ _TASKS = {
         tcn=dict(hidden_size=150, levels=2, kernel_size=3, dropout=0.5),
         rnn_hidden={"lstm": 230, "gru": 265, "rnn": 460},
         train=_MUSIC_TRAIN,
-        cost_cpu=("TCN ~6 min for 3 seeds vmapped (measured: 374 s); RNN/GRU/LSTM 75-112 s "
-                  "a seed alone (measured), ~15 min for all 9"), cost_gpu="~5-10 min",
+        cost_cpu=("one seed alone (measured, conv_impl=lax_conv for the TCN): TCN 42-51 s, "
+                  "LSTM (Table 3's 2x200) 142-182 s, GRU/tanh-RNN 75-112 s; music seeds run "
+                  "one at a time even with --vmap"), cost_gpu="~5-10 min",
         notes=_MUSIC_NOTES,
     ),
     "nottingham": dict(
@@ -208,9 +212,9 @@ _TASKS = {
         train=_MUSIC_TRAIN,
         # TCN measured in benchmarks/results/cpu/repro on the 2-core CPU, where
         # vmapping 3 seeds (~34 s a seed-epoch) was slower than one seed at a time (~21 s).
-        cost_cpu=("TCN ~35 min a seed alone (measured: 2,121 s, conv_impl=lax_conv); 3 seeds "
-                  "vmapped ~3 h (1.7 min per epoch); one seed alone (measured): tanh-RNN h=950 "
-                  "~65 min, GRU h=530 ~35 min, LSTM h=450 ~42 min"),
+        cost_cpu=("one seed alone (measured): TCN 900 s (Table 2's dropout 0.2, "
+                  "conv_impl=lax_conv; 2,121 s at an earlier commit), tanh-RNN h=950 ~65 min, "
+                  "GRU h=530 ~35 min, the earlier one-layer 450 LSTM ~42 min"),
         cost_gpu="~30 min",
         notes=_MUSIC_NOTES,
     ),
@@ -313,8 +317,9 @@ def _baseline_note(task: str, backbone: str) -> str:
 
 
 def _cpu_cost(spec: dict, task: str, backbone: str) -> str:
-  # The LSTM timings were measured for the one-layer baselines before Table 3.
-  stale = " (LSTM measured before its Table 3 settings)" if backbone == "lstm" else ""
+  # Elsewhere the LSTM timings were measured for the one-layer baselines before Table 3.
+  stale = (" (LSTM measured before its Table 3 settings)"
+           if backbone == "lstm" and task not in _LSTM_TABLE3_TIMED else "")
   if task not in CPU_TRAINING_HOURS:
     return spec["cost_cpu"] + stale
   return (f"~{CPU_TRAINING_HOURS[task][backbone]:g} h of training, one seed alone "
