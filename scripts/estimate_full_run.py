@@ -34,6 +34,7 @@ import os
 import sys
 
 from seqbench import experiments
+from seqbench import report
 from seqbench import train as train_lib
 from seqbench.provenance import run_metadata, write_atomic
 
@@ -60,17 +61,14 @@ CAP_FIELDS = ("epochs", "max_steps_per_epoch", "max_eval_batches", "eval_batch_s
 
 
 def registry_changes(row: dict) -> list[str]:
-  """Settings of a capped row that differ from its experiment as registered today."""
-  reg = experiments.get_experiment(row["experiment"]).resolved_dict()
-  cfg = row.get("config") or {}
-  return [f"{section}.{key}" for section in ("model", "train")
-          for key, value in (cfg.get(section) or {}).items()
-          if not (section == "train" and key in CAP_FIELDS)
-          and _plain(reg[section].get(key)) != _plain(value)]
+  """Settings of a capped row that differ from its experiment as registered today.
 
-
-def _plain(v):
-  return list(v) if isinstance(v, tuple) else v
+  The report's comparison with the registry (``seqbench report``'s settings
+  column), less the caps.
+  """
+  _, registered = report._registered(row["experiment"], False)  # pylint: disable=protected-access
+  diff = report._overrides(report._group_config(row), registered) or []  # pylint: disable=protected-access
+  return [k for k in diff if not (k.startswith("train.") and k.split(".")[-1] in CAP_FIELDS)]
 
 
 def stale_rows(rows: list[dict]) -> list[tuple[dict, list[str]]]:

@@ -405,8 +405,9 @@ def test_full_run_estimate_extrapolates_measured_rate(tmp_path):
   estimate_full_run = load_script("estimate_full_run")
   from seqbench.experiments import get_experiment  # pylint: disable=g-import-not-at-top
   exp = get_experiment("tcn-adding-rnn")
-  rows = [{"experiment": exp.name, "config": {"train": {"max_steps_per_epoch": 5},
-                                              "vmap_group_size": 2},
+  cfg = exp.resolved_dict()
+  capped = {**cfg, "train": {**cfg["train"], "max_steps_per_epoch": 5}, "vmap_group_size": 2}
+  rows = [{"experiment": exp.name, "config": capped,
            "steps": 5, "tokens_per_s": rate, "device_kind": "cpu", "git_sha": "abc",
            "seed": seed, "run_id": f"r{i}"}
           for i, (seed, rate) in enumerate([(0, 9999.0), (0, 1000.0), (1, 3000.0)])]
@@ -430,7 +431,7 @@ def test_full_run_estimate_leaves_out_rows_measured_with_other_settings(tmp_path
   def row(seed, hidden):
     return {"experiment": exp.name, "seed": seed, "run_id": f"r{seed}", "steps": 5,
             "tokens_per_s": 1000.0, "device_kind": "cpu", "git_sha": "abc",
-            "config": {"model": {**cfg["model"], "hidden_size": hidden},
+            "config": {**cfg, "model": {**cfg["model"], "hidden_size": hidden},
                        "train": {**cfg["train"], "epochs": 1, "max_steps_per_epoch": 5},
                        "vmap_group_size": 1}}
 

@@ -241,11 +241,17 @@ class ModelConfig:
 
 
 def _linear_init(key, d_in: int, d_out: int, dtype, bound: Optional[float] = None,
-                 zero_bias: bool = False) -> dict:
-  """PyTorch ``nn.Linear`` init ``U(-1/sqrt(d_in), 1/sqrt(d_in))`` (or ``bound``)."""
+                 zero_bias: bool = False, normal_std: Optional[float] = None) -> dict:
+  """PyTorch ``nn.Linear`` init ``U(-1/sqrt(d_in), 1/sqrt(d_in))`` (or ``bound``).
+
+  ``normal_std``: weights ``N(0, normal_std^2)`` instead (the bias keeps its draw).
+  """
   kw, kb = jax.random.split(key)
   bw = 1.0 / math.sqrt(d_in) if bound is None else bound
-  w = jax.random.uniform(kw, (d_in, d_out), dtype, -bw, bw)
+  if normal_std is None:
+    w = jax.random.uniform(kw, (d_in, d_out), dtype, -bw, bw)
+  else:
+    w = normal_std * jax.random.normal(kw, (d_in, d_out), dtype)
   if zero_bias:
     b = jnp.zeros((d_out,), dtype)
   else:
@@ -343,9 +349,8 @@ class Model:
     if c.tie_weights:
       head = {"b": jnp.zeros((c.output_size,), dt)}
     elif normal_head:
-      head = _linear_init(k_head, width, c.output_size, dt, zero_bias=c.input_kind == "embed")
-      k_w, _ = jax.random.split(k_head)
-      head["w"] = _TCN_HEAD_STD * jax.random.normal(k_w, head["w"].shape, dt)
+      head = _linear_init(k_head, width, c.output_size, dt, zero_bias=c.input_kind == "embed",
+                          normal_std=_TCN_HEAD_STD)
     elif c.input_kind == "embed" or c.init_scheme == "mh_poly_music":
       # pytorch/examples word LM and the authors' poly_music: decoder U(-0.1, 0.1), zero bias.
       head = _linear_init(k_head, width, c.output_size, dt, bound=0.1, zero_bias=True)
