@@ -24,12 +24,28 @@ from seqbench.provenance import write_atomic
 
 
 def _load(path: str) -> tuple[dict, dict]:
-  rows, meta = {}, {}
-  with open(path) as f:
+  """Rows of one ``bench.jsonl`` keyed by what they measured, and the last row's meta.
+
+  A line that is torn (a run killed while appending: no newline, or not JSON)
+  or that is not a timing row is skipped with one warning, so one bad line
+  does not hide the rest of the file.
+  """
+  rows, meta, skipped = {}, {}, 0
+  with open(path, "rb") as f:
     for line in f:
-      r = json.loads(line)
+      try:
+        r = json.loads(line) if line.endswith(b"\n") else None
+      except ValueError:
+        r = None
+      if not (isinstance(r, dict) and all(k in r for k in ("model", "executor", "mode",
+                                                           "median_ms"))):
+        skipped += bool(line.strip())
+        continue
       rows[(r["model"], r["executor"], r["mode"], r.get("batch"), r.get("time"))] = r
       meta = r.get("meta", meta)
+  if skipped:
+    print(f"compare_bench: {path}: {skipped} torn or non-timing line(s) skipped",
+          file=sys.stderr)
   return rows, meta
 
 

@@ -470,6 +470,22 @@ def test_compare_bench_flags_rows_slower_in_every_new_run(tmp_path):
   assert compare_bench.main([base, str(tmp_path / "nope.jsonl")]) == 2
 
 
+def test_compare_bench_skips_a_torn_line_with_a_warning(tmp_path, capsys):
+  compare_bench = load_script("compare_bench")
+  row = lambda m, t: json.dumps({"model": m, "executor": "scan", "mode": "train", "batch": 16,
+                                 "time": 128, "median_ms": t, "meta": {"git_sha": "a"}})
+  base = tmp_path / "base.jsonl"
+  base.write_text(row("lstm", 10.0) + "\n" + row("gru", 10.0) + "\n")
+  # A run killed while appending: a complete row, a foreign line, then half a row.
+  new = tmp_path / "new.jsonl"
+  new.write_text(row("lstm", 20.0) + "\n" + '{"note": "x"}\n' + row("gru", 5.0)[:30])
+  assert compare_bench.main([str(base), str(new)]) == 0
+  out, err = capsys.readouterr()
+  assert "lstm scan train (B=16, T=128): 2.00x the base" in out
+  assert "missing from a new run: 1" in out
+  assert "new.jsonl: 2 torn or non-timing line(s) skipped" in err
+
+
 def test_lr_cuts_are_read_from_the_curves(tmp_path):
   # Each history entry holds the lr chosen after that epoch: seed 0 was cut
   # after epochs 2 and 4, seed 1 after epoch 1 (against the configured lr),
