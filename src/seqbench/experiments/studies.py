@@ -65,7 +65,8 @@ def _variant(stable: bool) -> str:
 def _jsb(backbone: str, stable: bool) -> Experiment:
   # The studies ran at 100 epochs, before the Table 1 rows took the authors' 500
   # (miller_hardt.STUDY_EPOCHS says why they stay there).
-  return miller_hardt.with_epochs(miller_hardt.jsb(backbone, stable),
+  # They also keep the input Linear the Table 1 rows dropped (miller_hardt.jsb).
+  return miller_hardt.with_epochs(miller_hardt.jsb(backbone, stable, input_layer=True),
                                   miller_hardt.STUDY_EPOCHS)
 
 
@@ -143,7 +144,8 @@ def grids() -> dict[str, Grid]:
           title=f"Truncation study (b): {base.title}, trained as truncated(k)")
     base = _pytorch_init(_jsb(backbone, True))
     base = dataclasses.replace(base, group="lam-sweep", published=None, published_note="",
-                               cost_cpu=_LAM_CPU_COST[backbone])
+                               cost_cpu=_LAM_CPU_COST[backbone],
+                               cost_gpu="~10-20 min" + GPU_COST_UNMEASURED)
     name = f"lam-jsb-{backbone}"
     out[name] = Grid(
         name=name, base=base,
