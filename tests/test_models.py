@@ -302,3 +302,19 @@ def test_init_scheme_is_checked():
     _model(init_scheme="xavier")
   with pytest.raises(ValueError, match="defined for the RNN and LSTM"):
     _model(backbone="gru", init_scheme="mh_poly_music")
+
+
+@pytest.mark.parametrize("backbone", ["lstm", "tcn", "wavenet"])
+def test_training_without_dropout_needs_no_key(backbone):
+  # Model.apply's contract: a key only when training with dropout > 0, for the
+  # conv nets as for the cells (their own apply asked for one regardless).
+  model = _model(backbone=backbone, dropout=0.0)
+  params = model.init(KEY)
+  x = jnp.ones((2, 7, 3))
+  y_train, _ = model.apply(params, x, train=True)
+  y_eval, _ = model.apply(params, x, train=False)
+  np.testing.assert_array_equal(y_train, y_eval)
+  if backbone == "tcn":
+    with pytest.raises(ValueError, match="key"):  # with dropout it still asks for one
+      _model(backbone=backbone, dropout=0.1).apply(params, x, train=True)
+

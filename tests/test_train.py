@@ -195,15 +195,32 @@ def test_concurrent_appends_never_tear_rows(tmp_path):
   assert len(rows) == 201 and rows[-1] == {"worker": 10, "i": 0}
 
 
-def test_vmapped_runs_equal_separate_runs(tmp_path):
+def test_a_group_of_rows_is_appended_in_one_write(tmp_path, monkeypatch):
+  writes = []
+  real_write = os.write
+  monkeypatch.setattr(train_lib.os, "write", lambda fd, data: writes.append(data) or
+                      real_write(fd, data))
+  train_lib.append_results(str(tmp_path), [{"i": i} for i in range(3)])
+  train_lib.append_results(str(tmp_path), [])
+  assert writes == [b'{"i": 0}\n{"i": 1}\n{"i": 2}\n']
+  assert train_lib.read_results(str(tmp_path)) == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_vmapped_runs_equal_separate_runs(tmp_path, monkeypatch):
   # Seeds differ (so each model gets its own shuffled batches, padded to a
   # common length) and so do stable/unstable and λ.
   specs = [("mh-jsb-rnn-unstable", 0, {}), ("mh-jsb-rnn-stable", 1, {"train.lam": 0.9}),
            ("mh-jsb-rnn-stable", 2, {"train.lam": 0.5})]
   common = {**TINY_JSB, "train.epochs": 2, "train.length_multiple": 64}
   specs = [(e, s, {**common, **o}) for e, s, o in specs]
+  appends = []
+  real_append = train_lib.append_results
+  monkeypatch.setattr(train_lib, "append_results",
+                      lambda out, rows: appends.append(len(rows)) or real_append(out, rows))
   vm = train_lib.run_experiments_vmapped(specs, out_dir=str(tmp_path / "vmap"), smoke=True,
                                          progress=False)
+  # The group's three rows went out together: a kill cannot leave some of them.
+  assert appends == [3]
   for (name, seed, overrides), row in zip(specs, vm):
     sep = train_lib.run_experiment(name, seed=seed, out_dir=str(tmp_path / "sep"), smoke=True,
                                    overrides=overrides, progress=False)

@@ -240,6 +240,44 @@ def test_parallel_initial_carry():
   np.testing.assert_allclose(jnp.concatenate([first, second], 1), whole, rtol=1e-4, atol=1e-5)
 
 
+def test_parallel_of_an_empty_sequence_returns_the_starting_carry():
+  cell, params = make("lru", hidden=5)
+  xs = inputs((2, 0, 4))
+  _, scan_carry = sb.unroll.scan(cell, params, xs, return_carry=True)
+  ys, carry = sb.unroll.parallel(cell, params, xs, return_carry=True)
+  assert ys.shape[-2] == 0
+  chex.assert_trees_all_close(carry, scan_carry)
+  h0 = jnp.full(scan_carry.shape, 0.5 + 0.5j, scan_carry.dtype)
+  _, carry = sb.unroll.parallel(cell, params, xs, initial_carry=h0, return_carry=True)
+  chex.assert_trees_all_close(carry, h0)
+
+
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru"])
+def test_a_float32_input_runs_in_a_bf16_cell_s_dtype(name):
+  # The cell casts its input, so every executor keeps the carry's dtype
+  # (a promoted step output used to break lax.scan's carry check).
+  cell, params = make(name, dtype=jnp.bfloat16)
+  xs = inputs((2, 6, 4))
+  ref = sb.unroll.scan(cell, params, xs.astype(jnp.bfloat16))
+  for run in (lambda: sb.unroll.scan(cell, params, xs),
+              lambda: sb.unroll.truncated(cell, params, xs, 3),
+              lambda: sb.unroll.truncated(cell, params, xs, 1)):
+    ys = run()
+    assert ys.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(sb.unroll.scan(cell, params, xs), np.float32),
+                                np.asarray(ref, np.float32))
+
+
+def test_truncated_chunk_size_takes_numpy_integers_and_rejects_the_rest():
+  cell, params = make("lstm")
+  xs = inputs((2, 9, 4))
+  np.testing.assert_allclose(sb.unroll.truncated(cell, params, xs, 3, chunk_size=np.int64(4)),
+                             sb.unroll.truncated(cell, params, xs, 3, chunk_size=4), rtol=1e-6)
+  for bad in (0, 2.5, True, "4"):
+    with pytest.raises(ValueError, match=f"chunk_size must be a positive integer, got {bad!r}"):
+      sb.unroll.truncated(cell, params, xs, 3, chunk_size=bad)
+
+
 @pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru"])
 def test_parallel_rejects_nonlinear_cells(name):
   cell, params = make(name)

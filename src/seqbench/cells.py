@@ -103,7 +103,10 @@ class _GatedCell:
 
   def input_map(self, params: Params, x: Array) -> Any:
     _check_input(type(self).__name__, self.input_size(params), x)
-    return self._input_map(params, x)
+    # In the cell's dtype, as the zero state is: a float32 input to a bf16
+    # cell would otherwise promote the step's output and no longer match the
+    # carry lax.scan threads through.
+    return self._input_map(params, jnp.asarray(x).astype(self.dtype))
 
   def _input_map(self, params: Params, x: Array) -> Any:
     raise NotImplementedError  # each concrete cell defines its own

@@ -432,7 +432,9 @@ class Model:
           new_carry.append(ci)
         x = dropout(keys[i + 1], x, c.dropout, train)
     else:
-      x = self.convnet.apply(params["backbone"], x, key=keys[1], deterministic=not train)
+      # Without dropout training is deterministic, and needs no key (as for the cells).
+      x = self.convnet.apply(params["backbone"], x, key=keys[1],
+                             deterministic=not train or c.dropout == 0)
       new_carry = None
     if return_layers:
       return x, new_carry, layer_inputs

@@ -159,15 +159,25 @@ def check_seed(seed) -> int:
 
 
 def append_result(out_dir: str, row: Mapping[str, Any]) -> None:
-  """Append one row to ``out_dir/results.jsonl`` atomically.
+  """Append one row to ``out_dir/results.jsonl`` atomically (see :func:`append_results`)."""
+  append_results(out_dir, [row])
 
-  The whole line goes out in a single ``os.write`` on an ``O_APPEND``
-  descriptor and is fsynced, so concurrent writers on a local disk never
-  interleave and a kill leaves either the full line or nothing of it. A file
-  whose last line is torn (a failed write) gets the newline it lacks first.
+
+def append_results(out_dir: str, rows: Sequence[Mapping[str, Any]]) -> None:
+  """Append ``rows`` to ``out_dir/results.jsonl`` atomically, all or none.
+
+  All lines go out in a single ``os.write`` on an ``O_APPEND`` descriptor and
+  are fsynced, so concurrent writers on a local disk never interleave and a
+  kill leaves either every row or none of them: a vmapped group's members
+  never end half-recorded (the rest would form a new group, with a new
+  checkpoint name, and retrain from epoch 0). A file whose last line is torn
+  (a failed write) gets the newline it lacks first.
   """
+  if not rows:
+    return
   os.makedirs(out_dir, exist_ok=True)
-  data = (json.dumps(_json_safe(dict(row)), allow_nan=False) + "\n").encode()
+  data = "".join(json.dumps(_json_safe(dict(row)), allow_nan=False) + "\n"
+                 for row in rows).encode()
   path = os.path.join(out_dir, RESULTS_FILE)
   fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
   try:
@@ -1069,8 +1079,9 @@ class _Trainer:
       assert tuple(row) == RESULT_KEYS
       rows.append(row)
     # Everything slow (test, truncation study, contraction) is done: the rows
-    # are written together, so a kill leaves all of a group's rows or none
-    # (a group resumed without some members would name a new checkpoint).
+    # go out in one write after the curves, so a kill leaves all of a group's
+    # rows or none (a group resumed without some members would name a new
+    # checkpoint and retrain them from epoch 0).
     written = {r.get("run_id") for r in read_results(self.out_dir)}
     for i, row in enumerate(rows):
       write_atomic(os.path.join(self.out_dir, "curves", f"{row['run_id']}.json"), json.dumps(
@@ -1078,8 +1089,7 @@ class _Trainer:
                       "seed": row["seed"], "metric_name": self.metric.name, "lam": row["lam"],
                       "certified_bound": row["certified_bound"],
                       "history": meta["history"][i], "truncation": curves[i]}), indent=1))
-      if row["run_id"] not in written:
-        append_result(self.out_dir, row)
+    append_results(self.out_dir, [row for row in rows if row["run_id"] not in written])
     _remove_tree(self.ckpt_dir)
     return [_json_safe(row) for row in rows]
 
@@ -1308,7 +1318,7 @@ def train_main(argv=None) -> int:
 
 
 __all__ = ["run_experiment", "run_experiments_vmapped", "train_main", "append_result",
-           "ensure_out_dir", "check_seed",
+           "append_results", "ensure_out_dir", "check_seed",
            "TrainingInterrupted",
            "read_results", "run_id", "resolve", "build", "make_optimizer", "next_lr",
            "RESULT_KEYS", "RESULTS_FILE", "TrainConfig", "ModelConfig"]

@@ -223,8 +223,13 @@ def truncated(cell: Cell,
     return scan(cell, params, xs, unroll=unroll)
   if chunk_size is None:
     chunk_size = truncated_chunk_size(cell, params, xs, k)
-  if not isinstance(chunk_size, int) or chunk_size < 1:
-    raise ValueError(f"truncated: chunk_size must be a positive integer, got {chunk_size!r}")
+  given = chunk_size
+  try:
+    chunk_size = operator.index(chunk_size)  # a NumPy integer is one too, as for k
+  except TypeError:
+    chunk_size = 0
+  if isinstance(given, bool) or chunk_size < 1:
+    raise ValueError(f"truncated: chunk_size must be a positive integer, got {given!r}")
   u = cell.input_map(params, jnp.moveaxis(xs, -2, 0))
   if k == 1:
     # Every window is one step from the zero state: a single batched step.
@@ -416,6 +421,12 @@ def parallel(cell: Cell,
   u = cell.input_map(params, xs)
   a, b = cell.linear_coefficients(params, u)
   a = jnp.broadcast_to(a, b.shape)
+  if b.shape[-2] == 0:  # no steps: the carry stays where it started, as for scan
+    ys = cell.linear_output(params, b, u)
+    if not return_carry:
+      return ys
+    carry = initial_carry if initial_carry is not None else cell.initial_state(xs.shape[:-2])
+    return ys, jnp.broadcast_to(carry, b.shape[:-2] + b.shape[-1:]).astype(b.dtype)
   if initial_carry is not None:
     # Fold h_0 into the first input: h_1 = a_1 h_0 + b_1.
     b = b.at[..., 0, :].add(a[..., 0, :] * initial_carry)
