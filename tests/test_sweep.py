@@ -69,10 +69,11 @@ def test_vmap_shards_keep_each_group_on_one_host(n):
 
 
 def test_vmap_groups_join_variants_that_share_shapes():
-  # (The λ grid keeps PyTorch's init and 100 epochs: the same overrides put the
-  # Table 1 rows on its settings.)
+  # (The λ grid keeps PyTorch's init, 100 epochs and the input Linear: the same
+  # overrides put the Table 1 rows on its settings.)
   grid = sweep.build_grid(["mh-jsb-rnn-*", "mh-jsb-lstm-unstable", "lam-jsb-rnn"], 1,
-                          {"model.init_scheme": "pytorch", "train.epochs": 100})
+                          {"model.init_scheme": "pytorch", "train.epochs": 100,
+                           "model.input_kind": "linear", "model.embed_size": 88})
   groups = sweep.vmap_groups(grid, vmap=True)
   names = [sorted({p.experiment for p in g}) for g in groups]
   # Stable/unstable RNN and the RNN λ sweep share every shape and setting but

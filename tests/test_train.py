@@ -123,6 +123,11 @@ def test_authors_projection_touches_only_the_first_layer():
   assert float(jnp.max(row_sums) - jnp.min(row_sums)) > 1e-3
 
 
+#: The Linear(88, 88) input layer the JSB Table 1 rows had until 2026-11-29
+#: (the authors' forward() never called theirs): what names the committed runs.
+JSB_INPUT_LAYER = {"model.input_kind": "linear", "model.embed_size": 88}
+
+
 def test_projection_setting_is_checked_and_keeps_old_run_ids():
   with pytest.raises(train_lib.ConfigError, match="train.projection must be one of"):
     train_lib.resolve("mh-jsb-lstm-stable", {"train.projection": "mine"})
@@ -136,7 +141,7 @@ def test_projection_setting_is_checked_and_keeps_old_run_ids():
   # the 100 epochs registered then, in benchmarks/results/cpu/repro; a study (b)
   # point in .../trunc-train).
   old = train_lib.resolve("mh-jsb-lstm-stable", {"model.init_scheme": "pytorch",
-                                                 "train.epochs": 100})
+                                                 "train.epochs": 100, **JSB_INPUT_LAYER})
   assert train_lib.run_id(old, 0) == "76d30792a707fa97"
   assert train_lib.run_id(train_lib.resolve("trunc-train-jsb-rnn-stable-k8"), 0) == (
       "e9113510a31b4390")
@@ -475,11 +480,49 @@ def test_run_identity_ignores_bookkeeping_and_is_stable():
   # Pinned: the id of a committed run (benchmarks/results/cpu/repro, 100 epochs).
   # A change here renames every finished run, so that resumed sweeps would redo them.
   pytorch_init = train_lib.resolve("mh-jsb-rnn-unstable", {"model.init_scheme": "pytorch",
-                                                           "train.epochs": 100})
+                                                           "train.epochs": 100,
+                                                           **JSB_INPUT_LAYER})
   assert train_lib.run_id(pytorch_init, 0) == "321d0b633c0e4238"
-  # The registered row (500 epochs), run as `--set train.epochs=500` before 500
-  # was registered: the same id.
-  assert train_lib.run_id(train_lib.resolve("mh-jsb-rnn-stable"), 0) == "d57679ec4c742b1e"
+  # The row registered until 2026-11-29 (500 epochs), run as `--set
+  # train.epochs=500` before 500 was registered: the same id.
+  assert train_lib.run_id(train_lib.resolve("mh-jsb-rnn-stable", JSB_INPUT_LAYER), 0) == (
+      "d57679ec4c742b1e")
+  # Saved every 60 s instead of 300: the same run, resumed rather than redone.
+  often = train_lib.resolve("mh-jsb-rnn-stable", {**JSB_INPUT_LAYER,
+                                                  "train.checkpoint_seconds": 60})
+  assert train_lib.run_id(often, 0) == "d57679ec4c742b1e"
+
+
+def test_unstable_run_ids_ignore_the_stability_settings_they_never_use():
+  # `sweep 'mh-jsb-*' --set train.lam=0.9` must not retrain finished unstable rows.
+  for name in ("mh-jsb-rnn-unstable", "mh-jsb-lstm-unstable"):
+    base = train_lib.run_id(train_lib.resolve(name), 0)
+    for sets in ({"train.lam": 0.9}, {"train.projection": "authors"}):
+      assert train_lib.run_id(train_lib.resolve(name, sets), 0) == base, (name, sets)
+  stable = train_lib.resolve("mh-jsb-lstm-stable")
+  for sets in ({"train.lam": 0.9}, {"train.projection": "authors"}):
+    assert train_lib.run_id(train_lib.resolve("mh-jsb-lstm-stable", sets), 0) != (
+        train_lib.run_id(stable, 0)), sets
+
+
+def test_a_task_option_set_to_its_default_leaves_the_run_as_it_is():
+  base = train_lib.resolve("mh-jsb-rnn-stable")
+  same = train_lib.resolve("mh-jsb-rnn-stable", {"task.score_first_frame": "false"})
+  assert same == base and train_lib.run_id(same, 0) == train_lib.run_id(base, 0)
+  changed = train_lib.resolve("mh-jsb-rnn-stable", {"task.score_first_frame": "true"})
+  assert changed.options() == {"score_first_frame": True}
+  assert train_lib.run_id(changed, 0) != train_lib.run_id(base, 0)
+  # A registered option set back to the class default is a real change.
+  adding = train_lib.resolve("tcn-adding-tcn", {"task.length": "200"})
+  assert adding.options() == {"length": 200}
+
+
+def test_lr_must_be_finite_and_momentum_must_reach_the_optimiser():
+  with pytest.raises(train_lib.ConfigError, match="train.lr must be a finite number > 0"):
+    train_lib.resolve("mh-jsb-rnn-stable", {"train.lr": "inf"})
+  with pytest.raises(train_lib.ConfigError, match="momentum applies to sgd and rmsprop"):
+    train_lib.resolve("tcn-nottingham-lstm", {"train.momentum": "0.9"})
+  assert train_lib.resolve("mh-jsb-rnn-stable", {"train.momentum": "0.9"}).train.momentum == 0.9
 
 
 def test_sigterm_checkpoints_at_the_current_step_and_the_rerun_resumes(tmp_path):

@@ -198,13 +198,12 @@ def _flat(d: Mapping[str, Any], prefix: str = "") -> dict:
 
 #: Train settings that only change what a run logs (``seqbench.train.BOOKKEEPING_FIELDS``;
 #: a test keeps the two equal): runs that differ in them are the same variant.
-BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every", "test_every_epoch")
+BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every", "test_every_epoch", "checkpoint_seconds")
 
 #: Overrides that change how a number is computed, not which number: a run
 #: with only these keeps its verdict (``conv_impl``: every form computes the
-#: same convolution, tested against each other; ``checkpoint_seconds``: how
-#: often a checkpoint is saved).
-IMPLEMENTATION_FIELDS = ("conv_impl", "checkpoint_seconds")
+#: same convolution, tested against each other).
+IMPLEMENTATION_FIELDS = ("conv_impl",)
 
 
 #: ``seqbench.train.FIELDS_ADDED_LATER`` (a test keeps the two equal): a row

@@ -213,17 +213,22 @@ def read_results(out_dir: str) -> list[dict]:
   return rows
 
 
-#: Train settings that change only what is logged, never the trained model or
-#: its test metric: a run's identity ignores them, so a finished run is
-#: recognised (and an interrupted one resumed) whatever they are set to.
-#: ``eval_ks`` (the truncation study after training) is hashed at its default,
-#: ``contraction_every`` not at all: both keep the ids runs had before they
-#: were bookkeeping. (``checkpoint_seconds`` is one too, but it was hashed from
-#: the start and taking it out would rename every existing run.) Consequence:
-#: adding ``eval_ks`` to a finished run does not redo it -- run the
-#: ``trunc-eval-*`` experiments, whose names differ.
-BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every", "test_every_epoch")
-_HASHED_AT_DEFAULT = {"eval_ks": ()}
+#: Train settings that change only what is logged or how often it is saved,
+#: never the trained model or its test metric: a run's identity ignores them,
+#: so a finished run is recognised (and an interrupted one resumed) whatever
+#: they are set to. ``eval_ks`` (the truncation study after training) and
+#: ``checkpoint_seconds`` are hashed at their defaults, ``contraction_every``
+#: not at all: all keep the ids runs had before they were bookkeeping.
+#: Consequence: adding ``eval_ks`` to a finished run does not redo it -- run
+#: the ``trunc-eval-*`` experiments, whose names differ.
+BOOKKEEPING_FIELDS = ("eval_ks", "contraction_every", "test_every_epoch", "checkpoint_seconds")
+_HASHED_AT_DEFAULT = {"eval_ks": (), "checkpoint_seconds": 300.0}
+
+#: Train settings an unstable run never reads (no projection runs), hashed at
+#: these values when ``stable`` is false: ``--set train.lam=0.9`` on a sweep of
+#: stable and unstable rows must not retrain the finished unstable ones. Every
+#: unstable run committed before this rule had exactly these values.
+_UNUSED_WHEN_UNSTABLE = {"lam": 1.0, "projection": "certified"}
 
 #: Settings (train and model) added after runs were committed, with their defaults: at
 #: the default they are left out of a run's identity (so those runs keep their
@@ -238,11 +243,14 @@ def run_id(exp: Experiment, seed: int, smoke: bool = False) -> str:
   """Stable hash of the experiment name, its resolved config and the seed.
 
   :data:`BOOKKEEPING_FIELDS` are left out of the hash, and so are
-  :data:`FIELDS_ADDED_LATER` at their defaults.
+  :data:`FIELDS_ADDED_LATER` at their defaults; an unstable run's unused
+  stability settings are hashed at fixed values (``_UNUSED_WHEN_UNSTABLE``).
   """
   config = exp.resolved_dict()
   config["train"] = {k: _HASHED_AT_DEFAULT.get(k, v) for k, v in config["train"].items()
                      if k not in BOOKKEEPING_FIELDS or k in _HASHED_AT_DEFAULT}
+  if not config["train"]["stable"]:
+    config["train"].update(_UNUSED_WHEN_UNSTABLE)
   for section, defaults in FIELDS_ADDED_LATER.items():
     config[section] = {k: v for k, v in config[section].items()
                        if not (k in defaults and v == defaults[k])}

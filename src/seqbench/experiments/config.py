@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import typing
 from typing import Any, Mapping, Optional
 
@@ -146,8 +147,8 @@ class TrainConfig:
                  "lr_decay_window"):
       if getattr(self, name) < 1:
         raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-    if not self.lr > 0:
-      raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+    if not 0 < self.lr < math.inf:
+      raise ConfigError(f"train.lr must be a finite number > 0, got {self.lr}")
     # `not x >= 0` rather than `x < 0`: NaN fails too.
     for name in ("clip", "lr_decay_after", "max_steps_per_epoch", "max_eval_batches",
                  "checkpoint_seconds"):
@@ -155,6 +156,11 @@ class TrainConfig:
         raise ConfigError(f"train.{name} must be >= 0 (0 = none), got {getattr(self, name)}")
     if not 0 <= self.momentum < 1:
       raise ConfigError(f"train.momentum must be in [0, 1), got {self.momentum}")
+    if self.momentum and self.optimizer == "adam":
+      # optax.adam has no momentum argument (its b1 is the first moment): a
+      # value here would be recorded and silently do nothing.
+      raise ConfigError(f"train.momentum applies to sgd and rmsprop, not adam "
+                        f"(got momentum={self.momentum})")
     for name in ("lr_decay", "input_bound"):
       if not getattr(self, name) > 0:
         raise ConfigError(f"train.{name} must be > 0, got {getattr(self, name)}")
@@ -347,6 +353,17 @@ def _resolve_key(key: str, task_option_names) -> tuple[str, str]:
   return owners[0], key
 
 
+def _task_default(task_cls, name: str) -> Any:
+  """The default of a task option, or a sentinel equal to nothing when it has none."""
+  for f in dataclasses.fields(task_cls):
+    if f.name == name:
+      if f.default is not dataclasses.MISSING:
+        return f.default
+      if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+  return object()
+
+
 def apply_overrides(exp: Experiment, overrides: Mapping[str, Any]) -> Experiment:
   """A copy of ``exp`` with ``overrides`` applied (validated against the fields).
 
@@ -369,11 +386,15 @@ def apply_overrides(exp: Experiment, overrides: Mapping[str, Any]) -> Experiment
     else:
       if isinstance(value, str):
         try:
-          task_kw[name] = task_cls.parse_option(name, value)
+          value = task_cls.parse_option(name, value)
         except DataError as e:
           raise ConfigError(f"--set {key}: {e}") from None
-      else:
-        task_kw[name] = value
+      if name not in exp.options() and value == _task_default(task_cls, name):
+        # Task options are hashed as the registry sets them, not with every
+        # default filled in: setting one to its default must leave the run
+        # (and its id) as it is.
+        continue
+      task_kw[name] = value
   try:
     model = dataclasses.replace(exp.model, **model_kw)
     train = dataclasses.replace(exp.train, **train_kw)
