@@ -7,6 +7,7 @@ import os
 import pathlib
 
 import jax
+import numpy as np
 import pytest
 
 from seqbench import experiments as ex
@@ -234,5 +235,19 @@ def test_trunc_eval_smoke_writes_curves(tmp_path):
   assert [c["k"] for c in trunc] == [1, 2, 4]
   gaps = [c["gap_mean"] for c in trunc]
   assert all(g >= 0 for g in gaps) and gaps[0] >= gaps[-1]
+  # Each k's metric is the truncated model's own, not the full model's: k = 1
+  # (every frame from the zero state) scores differently; with k past the
+  # longest test sequence (160 frames) truncated(k) is the recurrent model, so
+  # the gap vanishes and the metric is the row's test metric.
+  row = train_lib.run_experiment(
+      "trunc-eval-jsb-rnn-stable", out_dir=str(tmp_path / "long"), smoke=True, progress=False,
+      overrides={"hidden_size": 8, "length_multiple": 512, "eval_batch_size": 4,
+                 "max_eval_batches": 1, "train.eval_ks": "1,256"})
+  k1, k256 = json.loads((tmp_path / "long" / "curves" / f"{row['run_id']}.json").read_text())[
+      "truncation"]
+  assert k256["k"] == 256 and k256["gap_max"] < 1e-5
+  np.testing.assert_allclose(k256["test_metric"], row["test_metric"], rtol=1e-5)
+  assert abs(k1["test_metric"] - row["test_metric"]) > 1e-3 * row["test_metric"]
+  assert k1["gap_mean"] > 1e-3
   assert dataclasses.asdict(ex.smoke(ex.get_experiment("trunc-eval-jsb-rnn-stable")).train)[
       "eval_ks"] == (1, 2, 4)

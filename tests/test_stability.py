@@ -328,6 +328,50 @@ def test_empirical_contraction_below_certified_bound(name):
   assert 0 < float(emp) <= float(sb.stability.lipschitz_bound(cell, params)) * (1 + 1e-5)
 
 
+@pytest.mark.parametrize("name", ["rnn_tanh", "lstm", "gru"])
+def test_empirical_contraction_is_the_jacobian_at_each_visited_state(name):
+  # Reference: a plain loop over time, the Jacobian of one step with respect to
+  # the state *before* it, in the cell's norm (spectral for the RNN, whose
+  # Jacobian is diag(1 - h_t^2) W^T in closed form; max row sum otherwise).
+  cell, params = make(name, scale=2.0)
+  xs = bounded_inputs((2, 9, 5))
+  got = sb.stability.empirical_contraction(cell, params, xs, reduce="none")
+  expected = np.zeros((2, 9))
+  for b in range(2):
+    carry = cell.initial_state(())
+    for t in range(9):
+      x = xs[b, t]
+      new, _ = cell.step(params, carry, x)
+      if name == "rnn_tanh":
+        jac = (1 - np.asarray(new, np.float64) ** 2)[:, None] * np.asarray(
+            params["recurrent_kernel"], np.float64).T
+        expected[b, t] = np.linalg.norm(jac, 2)
+      else:
+        flat, unravel = jax.flatten_util.ravel_pytree(carry)
+        jac = np.asarray(jax.jacfwd(lambda v: jax.flatten_util.ravel_pytree(
+            cell.step(params, unravel(v), x)[0])[0])(flat), np.float64)
+        expected[b, t] = np.max(np.sum(np.abs(jac), axis=1))
+      carry = new
+  np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def test_gru_bound_is_attained_where_its_derivation_says():
+  # One unit, update gate z = sigmoid(2h - 2), candidate n = tanh(-20) ~ -1:
+  # at h = 1, dh+/dh = z'(h - n) + z = 0.5 * 2 + 0.5 = 1.5, and the bound's
+  # row term max(A, zbar + (1 - zbar) A) + |W_z| / 2 = 0.5 + 1 is exactly that.
+  # A bound that dropped a term would fall below the measured Jacobian here.
+  cell = sb.cells.GRU(1)
+  params = cell.init(jax.random.PRNGKey(0), 1)
+  params = {"input_kernel": jnp.zeros((1, 3)),
+            "recurrent_kernel": jnp.array([[0.0, 2.0, 0.0]]),
+            "input_bias": jnp.array([0.0, -2.0, -20.0]),
+            "recurrent_bias": jnp.zeros(3)}
+  bound = float(sb.stability.lipschitz_bound(cell, params, input_bound=1.0))
+  jac = float(sb.stability.state_jacobian_norm(cell, params, jnp.ones(1), jnp.zeros(1)))
+  np.testing.assert_allclose(jac, 1.5, rtol=1e-5)
+  assert jac <= bound * (1 + 1e-6) and bound <= 1.5 * (1 + 1e-5)
+
+
 def test_empirical_contraction_of_lru_is_its_largest_eigenvalue():
   cell, params = make("lru")
   emp = sb.stability.empirical_contraction(cell, params, bounded_inputs((2, 6, 5)))

@@ -231,6 +231,34 @@ def test_lru_step_is_its_complex_definition(merged, monkeypatch):
     np.testing.assert_allclose(executor(cell, params, xs), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_gru_step_is_its_definition():
+  # PyTorch's GRU equations in float64 numpy, with every bias nonzero -- the
+  # reset gate multiplies the recurrent candidate *with* its bias b_hn -- so a
+  # slip inside the cell cannot hide behind executors that share its step.
+  cell, params = make("gru", hidden=5)
+  key = jax.random.PRNGKey(7)
+  params = {k: v + 0.3 * jax.random.normal(jax.random.fold_in(key, i), v.shape)
+            for i, (k, v) in enumerate(sorted(params.items()))}
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  sig = lambda a: 1 / (1 + np.exp(-a))
+  u_r, u_z, u_n = np.split(p["input_kernel"], 3, axis=1)
+  w_r, w_z, w_n = np.split(p["recurrent_kernel"], 3, axis=1)
+  bi_r, bi_z, bi_n = np.split(p["input_bias"], 3)
+  bh_r, bh_z, bh_n = np.split(p["recurrent_bias"], 3)
+  xs = inputs((2, 7, 4))
+  h = np.zeros((2, 5))
+  expected = []
+  for t in range(xs.shape[1]):
+    x = np.asarray(xs[:, t], np.float64)
+    r = sig(x @ u_r + bi_r + h @ w_r + bh_r)
+    z = sig(x @ u_z + bi_z + h @ w_z + bh_z)
+    n = np.tanh(x @ u_n + bi_n + r * (h @ w_n + bh_n))
+    h = (1 - z) * n + z * h
+    expected.append(h)
+  np.testing.assert_allclose(sb.unroll.scan(cell, params, xs), np.stack(expected, 1),
+                             rtol=1e-5, atol=1e-6)
+
+
 def test_parallel_initial_carry():
   cell, params = make("lru", hidden=5)
   xs = inputs((2, 12, 4))
