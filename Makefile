@@ -17,18 +17,24 @@ $(STAMP): setup.cfg pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# PyTorch joins when it can be installed: `bench` adds its baselines (cuDNN
+# LSTM, a PyTorch TCN), `test` its reference checks (the word LM's training
+# steps against a PyTorch model of the authors' code, the baselines' timing).
+# The pinned version is the CPU build this project's machines hold locally; set
+# BENCH_TORCH= or TEST_TORCH= (empty) to skip it, or another spec to use another.
+BENCH_TORCH ?= torch==2.13.0
+TEST_TORCH ?= $(BENCH_TORCH)
+BENCH_ARGS ?= --suite default
+# $(call optional_torch,SPEC,what is missing without it)
+optional_torch = if [ -n "$(1)" ]; then $(PY) -c "import torch" 2>/dev/null || \
+  $(PY) -m pip install --quiet "$(1)" || echo "torch not installed: $(2)"; fi
+
 test: $(STAMP)
+	@$(call optional_torch,$(TEST_TORCH),the PyTorch reference tests are skipped)
 	$(PY) -m pytest -q -ra -n 2 --durations=15 tests
 
-# PyTorch baselines (cuDNN LSTM, a PyTorch TCN) join the run when torch is
-# importable. The pinned version is the CPU build this project's machines hold
-# locally; set BENCH_TORCH= (empty) to skip it, or another spec to use another.
-BENCH_TORCH ?= torch==2.13.0
-BENCH_ARGS ?= --suite default
-
 bench: $(STAMP)
-	@if [ -n "$(BENCH_TORCH)" ]; then $(PY) -c "import torch" 2>/dev/null || \
-	  $(PY) -m pip install --quiet "$(BENCH_TORCH)" || echo "torch not installed: no PyTorch baselines"; fi
+	@$(call optional_torch,$(BENCH_TORCH),no PyTorch baselines)
 	$(PY) -m seqbench bench $(BENCH_ARGS) --out benchmarks/results/local
 
 # Rewrite requirements.lock from .venv (after upgrading a package on purpose).
