@@ -96,7 +96,9 @@ def wikitext2(backbone: str, stable: bool) -> Experiment:
                         stable=stable, lam=1.0),
       published=WIKITEXT2_PUBLISHED[(backbone, stable)],
       published_note=("Miller & Hardt 2019, test perplexity, as their BAIR blog post gives "
-                      "it (shared/docs/seed-blog-post.txt)"
+                      "it (shared/docs/seed-blog-post.txt), from models whose settings a "
+                      "hyperparameter search chose (the post); the search's result is not "
+                      "published, so these rows run the code's defaults"
                       + ("; paper.md's low-confidence recollection of the paper's table "
                          "says ≈113" if (backbone, stable) == ("lstm", True) else "")),
       # Measured: capped runs extrapolated by scripts/estimate_full_run.py
@@ -141,9 +143,11 @@ def ptb_char(backbone: str, stable: bool) -> Experiment:
              "50 epochs. Differences from that recipe, beyond the epochs (it runs 500): no "
              "weight drop (0.5 there), one dropout of 0.1 everywhere (there: 0.25 between "
              "layers, 0.1 on input and output), no weight decay (1.2e-6 there), untied (there "
-             "the last layer has the embedding's 200 units and the decoder shares it), and "
+             "the last layer has the embedding's 200 units and the decoder shares it), "
              "lr ÷4 on a validation plateau (there ÷10 at epochs 300 and 400, so none "
-             "within 50)."))
+             "within 50), a fixed BPTT of 150 (there each batch draws its length around "
+             "150, or 75 with probability 0.05, with sd 5, and scales lr by length/150), "
+             "and test batches of 10 sequences (there 1)."))
 
 
 #: Measured 2-core CPU costs of the 500 epochs (benchmarks/results/cpu/repro); the
