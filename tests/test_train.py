@@ -1,6 +1,7 @@
 """seqbench.train: projection every step, divergence, resume after SIGKILL, atomic rows,
 vmapped runs == separate runs, the lr rules, and the CLI's errors."""
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -172,6 +173,33 @@ def test_divergence_is_recorded_and_ends_cleanly(tmp_path):
   assert row["test_metric"] is None and row["epochs"] == 1  # stopped after that epoch
   assert row["steps"] == row["diverged_step"]  # the bad update was not applied
   assert train_lib.read_results(str(tmp_path))[0]["diverged"] is True
+
+
+def test_a_run_another_process_is_training_is_not_trained_twice(tmp_path):
+  # The other process is simulated by this one holding the run's lock on a
+  # second descriptor (flock locks belong to the open file, not the process).
+  exp = train_lib.resolve("tcn-adding-rnn", TINY, smoke=True)
+  rid = train_lib.run_id(exp, 0, smoke=True)
+  lock = tmp_path / "checkpoints" / f"{rid}.lock"
+  lock.parent.mkdir(parents=True)
+  fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+  fcntl.flock(fd, fcntl.LOCK_EX)
+  try:
+    with pytest.raises(train_lib.RunInProgress, match=f"another process is training run {rid}"):
+      _run("tcn-adding-rnn", tmp_path, **TINY)
+    assert train_lib.read_results(str(tmp_path)) == []
+    from seqbench import sweep  # pylint: disable=g-import-not-at-top
+    lines = []
+    grid = sweep.build_grid(["tcn-adding-rnn"], 1, TINY, smoke=True)
+    assert sweep.run_sweep(grid, str(tmp_path), smoke=True, log=lines.append) == 0
+    assert "skipped (another process is training run" in lines[-1]
+  finally:
+    os.close(fd)
+  # Released (its holder closed it, as a killed process would): the run trains,
+  # and leaves no lock file behind.
+  row = _run("tcn-adding-rnn", tmp_path, **TINY)
+  assert row["run_id"] == rid and [r["run_id"] for r in train_lib.read_results(str(tmp_path))] == [rid]
+  assert not lock.exists()
 
 
 def _append_many(args):

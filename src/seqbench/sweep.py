@@ -227,6 +227,11 @@ def run_sweep(points: Sequence[GridPoint], out_dir: str, *, smoke: bool = False,
       for p in group:
         line(p, f"FAILED: {e}")
       continue
+    except train_lib.RunInProgress as e:
+      # Not a failure: the other process writes the row; a rerun then skips it.
+      for p in group:
+        line(p, f"skipped ({e})")
+      continue
     for p, row in zip(group, rows):
       line(p, _status(row) + (f" [group {time.monotonic() - t0:.1f} s]"
                               if len(group) > 1 else ""))

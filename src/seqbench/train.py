@@ -521,6 +521,40 @@ class TrainingInterrupted(Exception):
   """SIGTERM arrived while training: the run checkpointed where it was and stopped."""
 
 
+class RunInProgress(Exception):
+  """Another process holds this run's lock: it is training it now."""
+
+
+@contextlib.contextmanager
+def _run_locks(out_dir: str, run_ids: Sequence[str]):
+  """Hold ``checkpoints/<run_id>.lock`` exclusively for every run while they train.
+
+  Two sweeps over overlapping grids (a command started twice, two shells, one
+  with ``--vmap`` and one without) would otherwise both train a run, race on
+  its checkpoint, and both append its row. The locks are ``flock``s: the
+  kernel drops them when their holder dies, so a killed run never leaves one
+  held (on a local disk; network file systems may not honour them). Each file
+  is removed while still held, on the way out.
+
+  Raises:
+    RunInProgress: another process holds one of them.
+  """
+  with contextlib.ExitStack() as stack:
+    for rid in sorted(set(run_ids)):
+      path = os.path.join(out_dir, "checkpoints", f"{rid}.lock")
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+      stack.callback(os.close, fd)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        raise RunInProgress(f"another process is training run {rid} now (it holds {path}); "
+                            f"its row appears in results.jsonl when it ends") from None
+      # Callbacks run last-in first-out: unlinked before its descriptor closes.
+      stack.callback(lambda path=path: os.path.exists(path) and os.unlink(path))
+    yield
+
+
 # SIGTERM (what `timeout` and most job schedulers send) asks the run in
 # progress to checkpoint at its next step and stop, instead of losing up to
 # `checkpoint_seconds` of training; the request lasts for the rest of the
@@ -848,8 +882,14 @@ class _Trainer:
     Raises:
       TrainingInterrupted: SIGTERM arrived; the run checkpointed at its last
         step and the same call resumes it.
+      RunInProgress: another process is training the same run(s) now.
     """
-    with _stop_on_sigterm():
+    with _stop_on_sigterm(), _run_locks(self.out_dir, [m.run_id for m in self.members]):
+      # Checked again under the lock: a process that held it may have just
+      # finished these runs.
+      done = {r.get("run_id"): r for r in read_results(self.out_dir)}
+      if all(m.run_id in done for m in self.members):
+        return [done[m.run_id] for m in self.members]
       return self._run()
 
   def _run(self) -> list[dict]:
@@ -1317,6 +1357,9 @@ def train_main(argv=None) -> int:
   except TrainingInterrupted as e:
     print(f"seqbench train: {e}", file=sys.stderr)
     return 128 + signal.SIGTERM
+  except RunInProgress as e:
+    print(f"seqbench train: {e}", file=sys.stderr)
+    return 1
   status = (f"DIVERGED at step {row['diverged_step']}" if row["diverged"] else
             f"test {row['metric_name']} {row['test_metric']:.4f}")
   print(f"{row['experiment']} seed {row['seed']}: {status} "
@@ -1327,7 +1370,7 @@ def train_main(argv=None) -> int:
 
 __all__ = ["run_experiment", "run_experiments_vmapped", "train_main", "append_result",
            "append_results", "ensure_out_dir", "check_seed",
-           "TrainingInterrupted",
+           "TrainingInterrupted", "RunInProgress",
            "read_results", "run_id", "resolve", "build", "make_optimizer", "next_lr",
            "RESULT_KEYS", "RESULTS_FILE", "TrainConfig", "ModelConfig"]
 
