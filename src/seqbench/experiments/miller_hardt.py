@@ -236,7 +236,8 @@ def nottingham(backbone: str, stable: bool) -> Experiment:
       cost_gpu="~30 min (estimate; batch 1 is latency bound)",
       group="mh-music",
       notes=("The authors' JSB settings (poly_music, SGD 1e-2, clip 1, batch 1, 100 epochs) "
-             "on Nottingham; no published number."))
+             "on Nottingham, with the trained input Linear(88, 88) the JSB rows had until "
+             "2026-11-29 (kept: the committed rows ran with it); no published number."))
 
 
 def jsb_lstm_authors_layout() -> Experiment:
