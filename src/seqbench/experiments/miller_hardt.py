@@ -22,8 +22,8 @@ authors' public code (``shared/docs/paper.md`` §4):
   straight to one recurrent layer of 256 (their ``model.py`` builds a Linear
   88 -> 88 encoder, which paper.md §4 lists, but ``forward`` never calls it;
   rows before 2026-11-29 had it, and show as the variant
-  ``model.input_kind=linear, model.embed_size=88``), sigmoid output, the frame NLL *summed* over the
-  sequence as the objective (``loss_reduction="sum"``, as ``poly_music``),
+  ``model.input_kind=linear, model.embed_size=88``), sigmoid output, the
+  frame NLL *summed* over the sequence as the objective (``loss_reduction="sum"``, as ``poly_music``),
   SGD lr 1e-2, clip 1, one sequence per batch, lr ÷10 when the valid loss
   exceeds the max of the last 3 (after epoch 10), best-validation checkpoint
   tested, 500 epochs (the authors' code's limit; registered since 2026-11-28,
