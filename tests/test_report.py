@@ -511,6 +511,20 @@ def test_lr_cuts_are_read_from_the_curves(tmp_path):
   assert report._cuts_cell([(0, [1, 2, 3, 4, 5])]) == "seed 0: 1, 2, 3 (+2 more)"
 
 
+def test_an_unstable_row_with_unused_stability_settings_is_the_registered_row():
+  from seqbench import train  # pylint: disable=g-import-not-at-top
+  assert report.UNUSED_WHEN_UNSTABLE == train._UNUSED_WHEN_UNSTABLE  # pylint: disable=protected-access
+  name = "mh-jsb-rnn-unstable"
+  cfg = EXPERIMENTS[name].resolved_dict()
+  rows = [_row(name, 0, 9.0, metric="frame_nll", config={**cfg, "smoke": False}),
+          _row(name, 1, 9.2, metric="frame_nll", config={
+              **cfg, "smoke": False, "train": {**cfg["train"], "lam": 0.9,
+                                               "projection": "authors"}})]
+  groups = report.summarize(rows)
+  assert len(groups) == 1 and groups[0].n == 2
+  assert report._overrides(report._group_config(rows[1]), report._registered(name, False)[1]) == []  # pylint: disable=protected-access
+
+
 def test_logging_only_settings_do_not_split_a_row():
   from seqbench import train  # pylint: disable=g-import-not-at-top
   assert report.BOOKKEEPING_FIELDS == train.BOOKKEEPING_FIELDS

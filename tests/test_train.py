@@ -188,18 +188,22 @@ def test_a_run_another_process_is_training_is_not_trained_twice(tmp_path):
     with pytest.raises(train_lib.RunInProgress, match=f"another process is training run {rid}"):
       _run("tcn-adding-rnn", tmp_path, **TINY)
     assert train_lib.read_results(str(tmp_path)) == []
+    # A vmapped sweep of seeds 0 and 1: seed 0 is the other process's, and
+    # seed 1, which nobody trains, trains without it.
     from seqbench import sweep  # pylint: disable=g-import-not-at-top
     lines = []
-    grid = sweep.build_grid(["tcn-adding-rnn"], 1, TINY, smoke=True)
-    assert sweep.run_sweep(grid, str(tmp_path), smoke=True, log=lines.append) == 0
-    assert "skipped (another process is training run" in lines[-1]
+    grid = sweep.build_grid(["tcn-adding-rnn"], 2, TINY, smoke=True)
+    assert [len(g) for g in sweep.vmap_groups(grid, vmap=True, smoke=True)] == [2]
+    assert sweep.run_sweep(grid, str(tmp_path), smoke=True, vmap=True, log=lines.append) == 0
+    assert any("seed 0: skipped (another process is training run" in m for m in lines), lines
+    assert [(r["seed"], r["run_id"] != rid) for r in train_lib.read_results(str(tmp_path))] == [
+        (1, True)]
   finally:
     os.close(fd)
-  # Released (its holder closed it, as a killed process would): the run trains,
-  # and leaves no lock file behind.
+  # Released (its holder closed it, as a killed process would): the run trains.
   row = _run("tcn-adding-rnn", tmp_path, **TINY)
-  assert row["run_id"] == rid and [r["run_id"] for r in train_lib.read_results(str(tmp_path))] == [rid]
-  assert not lock.exists()
+  assert row["run_id"] == rid
+  assert sorted(r["seed"] for r in train_lib.read_results(str(tmp_path))) == [0, 1]
 
 
 def _append_many(args):
@@ -540,9 +544,12 @@ def test_a_task_option_set_to_its_default_leaves_the_run_as_it_is():
   changed = train_lib.resolve("mh-jsb-rnn-stable", {"task.score_first_frame": "true"})
   assert changed.options() == {"score_first_frame": True}
   assert train_lib.run_id(changed, 0) != train_lib.run_id(base, 0)
-  # A registered option set back to the class default is a real change.
-  adding = train_lib.resolve("tcn-adding-tcn", {"task.length": "200"})
-  assert adding.options() == {"length": 200}
+  # An option the experiment (here its smoke version) sets is kept when set to
+  # the class default: that is a real change.
+  smoke = train_lib.resolve("tcn-adding-rnn", smoke=True)
+  assert smoke.options()["n_train"] != 50000
+  assert train_lib.resolve("tcn-adding-rnn", {"task.n_train": "50000"},
+                           smoke=True).options()["n_train"] == 50000
 
 
 def test_lr_must_be_finite_and_momentum_must_reach_the_optimiser():

@@ -31,6 +31,7 @@ input (one line on stderr, nothing run).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import os
 import re
@@ -207,7 +208,9 @@ def run_sweep(points: Sequence[GridPoint], out_dir: str, *, smoke: bool = False,
   note = seeds_apart_note(pending, smoke) if vmap else None
   if note:
     print(note, file=sys.stderr, flush=True)
-  for group in vmap_groups(pending, vmap, smoke):
+  queue = collections.deque(vmap_groups(pending, vmap, smoke))
+  while queue:
+    group = queue.popleft()
     for p in group:  # a start line on stderr; the one status line per run goes to stdout
       print(f"[{pos[p.index]}/{total}] {p.experiment} seed {p.seed}: running"
             + (f" (vmapped with {len(group) - 1} more)" if len(group) > 1 else ""),
@@ -228,9 +231,15 @@ def run_sweep(points: Sequence[GridPoint], out_dir: str, *, smoke: bool = False,
         line(p, f"FAILED: {e}")
       continue
     except train_lib.RunInProgress as e:
-      # Not a failure: the other process writes the row; a rerun then skips it.
-      for p in group:
+      # Not a failure: that run is another process's to finish (a rerun then
+      # skips it, or resumes it if that process stopped). The rest of its
+      # group is nobody's: it trains without it.
+      locked = [p for p in group if p.run_id == e.run_id]
+      for p in locked:
         line(p, f"skipped ({e})")
+      rest = [p for p in group if p.run_id != e.run_id]
+      if rest:
+        queue.appendleft(rest)
       continue
     for p, row in zip(group, rows):
       line(p, _status(row) + (f" [group {time.monotonic() - t0:.1f} s]"

@@ -522,7 +522,15 @@ class TrainingInterrupted(Exception):
 
 
 class RunInProgress(Exception):
-  """Another process holds this run's lock: it is training it now."""
+  """Another process holds this run's lock: it is training it now.
+
+  Attributes:
+    run_id: the run whose lock is held.
+  """
+
+  def __init__(self, message: str, run_id: str):
+    super().__init__(message)
+    self.run_id = run_id
 
 
 @contextlib.contextmanager
@@ -533,8 +541,9 @@ def _run_locks(out_dir: str, run_ids: Sequence[str]):
   with ``--vmap`` and one without) would otherwise both train a run, race on
   its checkpoint, and both append its row. The locks are ``flock``s: the
   kernel drops them when their holder dies, so a killed run never leaves one
-  held (on a local disk; network file systems may not honour them). Each file
-  is removed while still held, on the way out.
+  held (on a local disk; network file systems may not honour them). The empty
+  files stay: removing one while held would let a process that had opened it
+  and one that creates it anew both lock "it".
 
   Raises:
     RunInProgress: another process holds one of them.
@@ -548,10 +557,8 @@ def _run_locks(out_dir: str, run_ids: Sequence[str]):
       try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
       except BlockingIOError:
-        raise RunInProgress(f"another process is training run {rid} now (it holds {path}); "
-                            f"its row appears in results.jsonl when it ends") from None
-      # Callbacks run last-in first-out: unlinked before its descriptor closes.
-      stack.callback(lambda path=path: os.path.exists(path) and os.unlink(path))
+        raise RunInProgress(f"another process is training run {rid} now (it holds {path})",
+                            rid) from None
     yield
 
 
