@@ -266,7 +266,13 @@ _TASKS = {
                "450, 450 and 100 channels with the decoder tied to the embedding, SGD 4, "
                "clip 0.15, lr ÷10 after epoch 5 when valid is above the max of the last 3, "
                "valid and test evaluated as one stream (char_cnn/char_cnn_test.py, read). "
-               "RNNs: 1 layer, Adam 2e-3, BPTT 150, evaluated in 10 streams."),
+               "RNNs: 1 layer, Adam 2e-3, BPTT 150, evaluated in 10 streams. Not yet the "
+               "authors' text: char_cnn reads PTB through the observations package, which "
+               "returns the word-level ptb.*.txt with each newline replaced by '<eos>' "
+               "(5.27M training characters, one space between words); the task reads "
+               "Mikolov's ptb.char.*.txt (5.02M: '_' between words, one end-of-line a "
+               "line). Their bpc is per character of that stream, so it is not directly "
+               "comparable with ours."),
     ),
 }
 
