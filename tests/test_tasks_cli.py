@@ -150,3 +150,16 @@ def test_data_main_is_importable_for_the_top_level_cli(capsys):
   assert data_main(["stats", "nope"]) == 1
   assert "unknown task 'nope'" in capsys.readouterr().err
   assert data_main([]) == 2
+
+
+@pytest.mark.parametrize("task,option", [("adding", "seed"), ("copy", "seed"),
+                                         ("pmnist", "permutation_seed"),
+                                         ("smnist", "split_seed")])
+def test_a_negative_seed_is_one_clear_error(task, option, capsys):
+  # numpy's generators reject it, but only when the first batch is drawn, with
+  # a traceback (copy's stats even succeeded).
+  from seqbench.tasks.cli import data_main
+  assert data_main(["stats", task, "--set", f"{option}=-1"]) == 1
+  err = capsys.readouterr().err
+  assert f"{task}: option {option} must be >= 0, got -1." in err and "Traceback" not in err
+

@@ -57,6 +57,14 @@ class Task(abc.ABC):
 
   location: storage.Location = dataclasses.field(default_factory=storage.Location)
 
+  def __post_init__(self):
+    # Seeds go to numpy's generators, which reject negative ones with a
+    # traceback only when the first batch is drawn.
+    for name in self.option_names():
+      value = getattr(self, name)
+      if name.endswith("seed") and isinstance(value, int) and value < 0:
+        raise DataError(f"{self.name}: option {name} must be >= 0, got {value}.")
+
   # ----------------------------------------------------------------- options
 
   @classmethod
