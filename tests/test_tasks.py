@@ -590,6 +590,26 @@ def test_bad_idx_files(tmp_path):
     pixel.parse_idx(Path("y"), labels, images=False)
 
 
+def test_mnist_training_files_of_the_wrong_size_are_one_clear_error(tmp_path, monkeypatch):
+  # Files that fail the sha256 check are still read (flagged unverified); a
+  # training set that is not 60,000 images cannot be split by the fixed holdout.
+  def idx(n, images):
+    if images:
+      return ((2051).to_bytes(4, "big") + n.to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+              + bytes(n * 784))
+    return (2049).to_bytes(4, "big") + n.to_bytes(4, "big") + bytes(n)
+  d = tmp_path / "mnist"
+  d.mkdir()
+  for prefix in ("train", "t10k"):
+    (d / f"{prefix}-images-idx3-ubyte").write_bytes(idx(10, True))
+    (d / f"{prefix}-labels-idx1-ubyte").write_bytes(idx(10, False))
+  monkeypatch.setenv("SEQBENCH_CACHE", str(tmp_path / "cache"))
+  task = tasks.get_task("smnist", data_dir=str(tmp_path))
+  assert len(task.arrays("test")[1]) == 10
+  with pytest.raises(tasks.DataError, match="hold 10 images, not 60,000"):
+    task.arrays("train")
+
+
 # ----------------------------------------------------------------- the hub
 
 

@@ -322,6 +322,10 @@ def _split_arrays(task: PixelMNISTTask, split: str, ident: str
   if split == "test":
     pixels, labels = data["test"]
   else:
+    n_train = len(data["train"][1])
+    if n_train != 60000:  # unverified files are read too; the holdout indexes 60,000
+      raise DataError(f"{task.name}: the MNIST training files hold {n_train:,} images, "
+                      f"not 60,000; see `seqbench data list` for where they were read from.")
     train_idx, valid_idx = task.holdout()
     idx = train_idx if split == "train" else valid_idx
     pixels, labels = data["train"][0][idx], data["train"][1][idx]
